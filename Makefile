@@ -1,0 +1,61 @@
+# ThinkWatch. `make run` and `make test` work on a fresh clone (see README.md).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS ?= redis://127.0.0.1:6379/0
+
+.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ThinkWatch needs Python 3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install everything
+
+run: $(STAMP) ## gateway :3000 + console :3001 + worker, embedded mode (SQLite under var/)
+	exec $(PY) -m thinkwatch.run
+
+test: test-embedded test-production ## the whole suite: embedded mode, then PostgreSQL + Redis
+
+test-embedded: $(STAMP) ## the suite on SQLite with in-process state
+	rm -rf var/test-embedded
+	THINKWATCH_DATA_DIR=var/test-embedded DATABASE_URL= REDIS_URL= $(PY) -m pytest $(PYTEST_ARGS)
+
+test-production: $(STAMP) ## the suite on PostgreSQL and Redis (started if they are down)
+	bash deploy/local-services.sh
+	rm -rf var/test-production
+	THINKWATCH_DATA_DIR=var/test-production DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and the migrations check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	THINKWATCH_DATA_DIR=var/lint $(PY) manage.py makemigrations --check --dry-run
+
+fmt: $(STAMP) ## format and fix what ruff can
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP) ## mypy on the package
+	THINKWATCH_DATA_DIR=var/lint $(VENV)/bin/mypy thinkwatch accounts providers gateway audit
+
+check: lint typecheck test ## everything CI runs
+
+bench: $(STAMP) ## ../shared/bench against LiteLLM, the gateway as make run starts it
+	bash bench/run.sh $(BENCH_ARGS)
+
+lock: ## re-pin requirements.lock from pyproject.toml
+	rm -rf /tmp/tw-lock && $(PYTHON) -m venv /tmp/tw-lock
+	/tmp/tw-lock/bin/pip install -q --upgrade pip && /tmp/tw-lock/bin/pip install -q '.[dev]'
+	/tmp/tw-lock/bin/pip freeze --exclude thinkwatch | grep -v '^-e' > requirements.lock
+
+clean: ## remove the virtualenv and test data (keeps var/ data and secrets)
+	rm -rf $(VENV) var/test-* var/lint

@@ -1,0 +1,257 @@
+import hashlib
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+KEY_PREFIX = "tw-"
+KEY_LENGTH = len(KEY_PREFIX) + 96  # 48 random bytes as hex
+SHOWN_PREFIX_LENGTH = 11  # "tw-" and 8 hex digits: enough to recognise, useless to guess
+
+
+class Surface(models.TextChoices):
+    AI_GATEWAY = "ai_gateway", "AI gateway"
+    MCP_GATEWAY = "mcp_gateway", "MCP gateway"
+    CONSOLE = "console", "Console API"
+
+
+def default_surfaces() -> list[str]:
+    return [Surface.AI_GATEWAY]
+
+
+def all_models() -> list[str]:
+    return ["*"]
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def looks_like_key(value: str) -> bool:
+    return len(value) == KEY_LENGTH and value.startswith(KEY_PREFIX)
+
+
+def validate_surfaces(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Choose at least one surface.")
+    unknown = sorted(set(map(str, value)) - set(Surface.values))
+    if unknown:
+        raise ValidationError(f"Unknown surface(s): {', '.join(unknown)}.")
+
+
+def validate_patterns(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+        raise ValidationError('Give a list of non-empty patterns, e.g. ["gpt-*", "claude-*"].')
+
+
+class Organisation(models.Model):
+    """The one organisation this installation serves (row 1)."""
+
+    name = models.CharField(max_length=100, default="ThinkWatch")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def current(cls) -> "Organisation":
+        org, _ = cls.objects.get_or_create(pk=1)
+        return org
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team}"
+
+
+class KeyState(models.TextChoices):
+    ACTIVE = "active"
+    ROTATING = "rotating"  # replaced, still accepted until its grace period ends
+    ROTATED = "rotated"
+    EXPIRED = "expired"
+    INACTIVE = "inactive"
+    REVOKED = "revoked"
+
+
+class KeyLifecycleError(Exception):
+    """A key lifecycle change that is not allowed in the key's current state."""
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def current(self) -> "ApiKeyQuerySet":
+        """Keys that are neither revoked nor rotated out."""
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).exclude(grace_ends_at__lte=now)
+
+    def archived(self) -> "ApiKeyQuerySet":
+        now = timezone.now()
+        return self.filter(models.Q(revoked_at__isnull=False) | models.Q(grace_ends_at__lte=now))
+
+
+class ApiKey(models.Model):
+    """A virtual key. Only its SHA-256 is stored; the plaintext is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
+        help_text="Leave empty for a service key.",
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.PROTECT, related_name="api_keys"
+    )
+    surfaces = models.JSONField(default=default_surfaces, validators=[validate_surfaces])
+    allowed_models = models.JSONField(
+        default=all_models,
+        validators=[validate_patterns],
+        help_text='Model id patterns this key may call; "*" allows every model.',
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    inactivity_timeout_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Refuse the key after this many days without use."
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    lineage = models.UUIDField(default=uuid.uuid4, editable=False, db_index=True)
+    rotated_from = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rotated_to",
+        editable=False,
+    )
+    grace_ends_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_reason = models.TextField(blank=True, editable=False)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def new_secret() -> tuple[str, str, str]:
+        plaintext = KEY_PREFIX + secrets.token_hex(48)
+        return plaintext, hash_key(plaintext), plaintext[:SHOWN_PREFIX_LENGTH]
+
+    def assign_new_secret(self) -> str:
+        """Give this (unsaved) key a fresh secret; returns the plaintext to show once."""
+        plaintext, self.key_hash, self.prefix = self.new_secret()
+        return plaintext
+
+    def state(self, now: datetime | None = None) -> KeyState:
+        now = now or timezone.now()
+        if self.revoked_at:
+            return KeyState.REVOKED
+        if self.grace_ends_at and self.grace_ends_at <= now:
+            return KeyState.ROTATED
+        if self.expires_at and self.expires_at <= now:
+            return KeyState.EXPIRED
+        if self.inactivity_timeout_days:
+            last = self.last_used_at or self.created_at
+            if last and last + timedelta(days=self.inactivity_timeout_days) <= now:
+                return KeyState.INACTIVE
+        return KeyState.ROTATING if self.grace_ends_at else KeyState.ACTIVE
+
+    def allows_model(self, model: str) -> bool:
+        return any(fnmatchcase(model, pattern) for pattern in self.allowed_models)
+
+    def revoke(self, reason: str, by: "User | None" = None) -> None:
+        reason = reason.strip()
+        if not reason:
+            raise KeyLifecycleError("Give a reason for revoking the key.")
+        with transaction.atomic():
+            key = ApiKey.objects.select_for_update().get(pk=self.pk)
+            if key.revoked_at:
+                raise KeyLifecycleError("This key is already revoked.")
+            key.revoked_at = timezone.now()
+            key.revoked_reason = reason
+            key.revoked_by = by
+            key.save(update_fields=["revoked_at", "revoked_reason", "revoked_by"])
+        self.refresh_from_db()
+
+    def rotate(self, grace: timedelta, by: "User | None" = None) -> tuple["ApiKey", str]:
+        """Issue the successor of this key. This key keeps working for `grace`."""
+        if grace < timedelta(0):
+            raise KeyLifecycleError("The grace period cannot be negative.")
+        with transaction.atomic():
+            key = ApiKey.objects.select_for_update().get(pk=self.pk)
+            state = key.state()
+            if state in (KeyState.ROTATING, KeyState.ROTATED):
+                raise KeyLifecycleError("This key has already been rotated; rotate its successor.")
+            if state == KeyState.REVOKED:
+                raise KeyLifecycleError("A revoked key cannot be rotated.")
+            successor = ApiKey(
+                name=key.name,
+                owner=key.owner,
+                team=key.team,
+                surfaces=key.surfaces,
+                allowed_models=key.allowed_models,
+                expires_at=key.expires_at,
+                inactivity_timeout_days=key.inactivity_timeout_days,
+                lineage=key.lineage,
+                rotated_from=key,
+                created_by=by,
+            )
+            plaintext = successor.assign_new_secret()
+            successor.save()
+            key.grace_ends_at = timezone.now() + grace
+            key.save(update_fields=["grace_ends_at"])
+        self.refresh_from_db()
+        return successor, plaintext

@@ -1,0 +1,40 @@
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from audit.models import GatewayLog
+
+
+@admin.register(GatewayLog)
+class GatewayLogAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "request_id",
+        "api_key_prefix",
+        "model",
+        "provider",
+        "status_code",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+        "streamed",
+        "disconnected",
+    ]
+    list_filter = ["status_code", "streamed", "disconnected", "provider", "ingress"]
+    search_fields = ["request_id", "model", "api_key_prefix"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in GatewayLog._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

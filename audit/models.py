@@ -1,0 +1,44 @@
+from django.db import models
+
+
+class GatewayLog(models.Model):
+    """One row per request the AI gateway answered, whatever the outcome.
+
+    Users, teams, keys and providers are referenced by id without foreign keys: the trail
+    must outlive what it mentions (keys are purged, users deleted).
+    """
+
+    request_id = models.CharField(max_length=128, db_index=True)
+    created_at = models.DateTimeField(db_index=True)
+    user_id = models.BigIntegerField(null=True, db_index=True)
+    team_id = models.BigIntegerField(null=True, db_index=True)
+    api_key_id = models.BigIntegerField(null=True, db_index=True)
+    api_key_prefix = models.CharField(max_length=16, blank=True)
+    surface = models.CharField(max_length=16)
+    ingress = models.CharField(max_length=32)
+    model = models.CharField(max_length=200, blank=True, db_index=True)
+    provider_id = models.BigIntegerField(null=True)
+    provider = models.CharField(max_length=100, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    streamed = models.BooleanField(default=False)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    weighted_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
+    latency_ms = models.FloatField(default=0)
+    ttft_ms = models.FloatField(null=True)
+    status_code = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    client_ip = models.GenericIPAddressField(null=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    disconnected = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "gateway log record"
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status_code}"

@@ -1,0 +1,112 @@
+"""What one gateway request cost, and the log record that says so."""
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from gateway import logs
+from providers.pricing import FREE, Usage
+
+if TYPE_CHECKING:
+    from accounts.cache import KeyGrant
+    from providers.cache import ModelPlan, Upstream
+
+
+class Call:
+    """One request through the gateway, from arrival to its single log record."""
+
+    __slots__ = (
+        "_done",
+        "disconnected",
+        "error_code",
+        "error_message",
+        "grant",
+        "ingress",
+        "model",
+        "plan",
+        "price",
+        "request",
+        "started",
+        "started_wall",
+        "status",
+        "streamed",
+        "surface",
+        "ttft",
+        "upstream",
+        "usage",
+    )
+
+    def __init__(self, request: Any, ingress: str, surface: str = "ai_gateway") -> None:
+        self.request = request
+        self.ingress = ingress
+        self.surface = surface
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
+        self.grant: KeyGrant | None = None
+        self.model = ""
+        self.plan: ModelPlan | None = None
+        self.upstream: Upstream | None = None
+        self.price = FREE
+        self.usage = Usage()
+        self.status = 0
+        self.streamed = False
+        self.ttft: float | None = None
+        self.error_code = ""
+        self.error_message = ""
+        self.disconnected = False
+        self._done = False
+
+    def first_byte(self) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self.started
+
+    def fail(self, status: int, code: str | None, message: str) -> None:
+        self.status = status
+        self.error_code = code or ""
+        self.error_message = message
+
+    def cost(self) -> float:
+        return self.price.cost(self.usage)
+
+    def finish(self) -> None:
+        """Write the log record; safe to call more than once."""
+        if self._done:
+            return
+        self._done = True
+        if getattr(self.request, "client_disconnected", False):
+            self.disconnected = True
+        logs.submit(self._record())
+
+    def _record(self) -> dict[str, Any]:
+        grant, upstream, usage = self.grant, self.upstream, self.usage
+        meta = self.request.META
+        return {
+            "request_id": self.request.request_id,
+            "created_at": datetime.fromtimestamp(self.started_wall, UTC),
+            "user_id": grant.owner_id if grant else None,
+            "team_id": grant.team_id if grant else None,
+            "api_key_id": grant.id if grant else None,
+            "api_key_prefix": grant.prefix if grant else "",
+            "surface": self.surface,
+            "ingress": self.ingress,
+            "model": self.model[:200],
+            "provider_id": upstream.provider_id if upstream else None,
+            "provider": upstream.provider_name if upstream else "",
+            "upstream_model": upstream.upstream_model if upstream else "",
+            "streamed": self.streamed,
+            "input_tokens": usage.input,
+            "output_tokens": usage.output,
+            "cached_tokens": usage.cached,
+            "reasoning_tokens": usage.reasoning,
+            "weighted_tokens": self.price.weighted(usage),
+            "cost_usd": Decimal(f"{self.cost():.10f}"),
+            "latency_ms": (time.perf_counter() - self.started) * 1000,
+            "ttft_ms": self.ttft * 1000 if self.ttft is not None else None,
+            "status_code": 499 if self.disconnected and self.status == 200 else self.status,
+            "error_code": self.error_code[:64],
+            "error_message": self.error_message[:2000],
+            "client_ip": self.request.client_ip,
+            "user_agent": meta.get("HTTP_USER_AGENT", "")[:512],
+            "disconnected": self.disconnected,
+        }

@@ -1,0 +1,36 @@
+from typing import Any
+
+from django.apps import AppConfig
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+
+class GatewayConfig(AppConfig):
+    name = "gateway"
+    verbose_name = "AI gateway"
+
+    def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+
+        from accounts.models import ApiKey, Membership, Team
+        from providers.models import AIModel, Provider, Route
+
+        for model in (ApiKey, Team, Membership, Provider, AIModel, Route, get_user_model()):
+            post_save.connect(
+                _changed, sender=model, dispatch_uid=f"revision-save-{model.__name__}"
+            )
+            post_delete.connect(
+                _changed, sender=model, dispatch_uid=f"revision-del-{model.__name__}"
+            )
+        m2m_changed.connect(_changed, sender=Team.members.through, dispatch_uid="revision-m2m")
+
+
+def _changed(sender: type, update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
+    from gateway import revision
+
+    if update_fields is not None and set(update_fields) <= _IRRELEVANT:
+        return
+    revision.bump()
+
+
+# Saves that change nothing the gateway caches (a login updates last_login).
+_IRRELEVANT = {"last_login", "last_used_at"}

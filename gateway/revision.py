@@ -1,0 +1,69 @@
+"""Keeping every gateway process's in-memory config current.
+
+A change to anything the gateway caches bumps one counter row in the same transaction.
+The process that made the change drops its caches when the transaction commits; every
+other process notices the new revision within THINKWATCH_CONFIG_POLL_SECONDS (one small
+query per interval, never on a request) and reloads.
+"""
+
+import asyncio
+import logging
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.cache import keys
+from gateway.models import ConfigRevision
+from providers.cache import routes
+from thinkwatch.lib.db import off_loop
+
+logger = logging.getLogger(__name__)
+
+Revision = tuple[int, object]
+
+
+def bump() -> None:
+    updated = ConfigRevision.objects.filter(pk=1).update(
+        value=F("value") + 1, changed_at=timezone.now()
+    )
+    if not updated:
+        ConfigRevision.objects.get_or_create(pk=1, defaults={"value": 1})
+    transaction.on_commit(invalidate_local)
+
+
+def invalidate_local() -> None:
+    keys.clear()
+    routes.clear()
+
+
+def current() -> Revision:
+    row = ConfigRevision.objects.filter(pk=1).values_list("value", "changed_at").first()
+    return (row[0], row[1]) if row else (0, None)
+
+
+_current = off_loop(current)
+
+
+async def load() -> Revision:
+    """Load the route table; returns the revision it is at least as new as."""
+    revision = await _current()
+    await routes.reload()
+    return revision
+
+
+async def watch(seen: Revision, interval: float) -> None:
+    """Reload when the revision moves; runs for the life of a gateway process."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            revision = await _current()
+            if revision != seen:
+                keys.clear()
+                await routes.reload()
+                seen = revision
+                logger.info("config.reloaded", extra={"revision": revision[0]})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("config.poll_failed")

@@ -1,0 +1,83 @@
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from providers.models import AIModel, Provider, Route
+
+
+class ProviderForm(forms.ModelForm):
+    api_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: stored encrypted, never shown. Leave empty to keep the current key.",
+    )
+    clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+
+    class Meta:
+        model = Provider
+        fields = ["name", "type", "base_url", "enabled", "read_timeout", "stream_usage"]
+
+    def save(self, commit: bool = True) -> Provider:
+        provider: Provider = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            provider.set_secret("")
+        elif self.cleaned_data.get("api_key"):
+            provider.set_secret(self.cleaned_data["api_key"])
+        if commit:
+            provider.save()
+        return provider
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["name", "type", "endpoint", "enabled", "has_api_key"]
+    list_filter = ["type", "enabled"]
+    search_fields = ["name"]
+
+    @admin.display(description="base URL")
+    def endpoint(self, provider: Provider) -> str:
+        return provider.effective_base_url
+
+    @admin.display(boolean=True, description="API key set")
+    def has_api_key(self, provider: Provider) -> bool:
+        return provider.has_secret
+
+
+class RouteInline(admin.TabularInline):
+    model = Route
+    extra = 1
+    fields = ["provider", "upstream_model", "weight", "enabled"]
+
+
+@admin.register(AIModel)
+class AIModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "model_id",
+        "display_name",
+        "input_price",
+        "output_price",
+        "enabled",
+        "route_count",
+    ]
+    list_filter = ["enabled"]
+    search_fields = ["model_id", "display_name"]
+    inlines = [RouteInline]
+    fieldsets = [
+        (None, {"fields": ["model_id", "display_name", "enabled"]}),
+        (
+            "Price (USD per 1M tokens)",
+            {"fields": ["input_price", "output_price", "cached_input_price"]},
+        ),
+        ("Quota weights", {"fields": ["input_multiplier", "output_multiplier"]}),
+    ]
+
+    @admin.display(description="routes")
+    def route_count(self, model: AIModel) -> int:
+        return model.routes.filter(enabled=True).count()
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).prefetch_related("routes")

@@ -1,0 +1,211 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from django.db.models import ProtectedError
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Field, Router, Schema
+from ninja.errors import HttpError
+
+from providers import logic
+from providers.models import AIModel, Provider, Route
+
+providers_router = Router(tags=["providers"])
+models_router = Router(tags=["models"])
+
+ProviderType = Literal["openai", "openai_compatible"]
+
+
+class ProviderOut(Schema):
+    id: int
+    name: str
+    type: str
+    base_url: str = Field(..., alias="effective_base_url")
+    enabled: bool
+    read_timeout: float | None
+    stream_usage: bool
+    has_api_key: bool = Field(..., alias="has_secret")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProviderIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    type: ProviderType
+    base_url: str = ""
+    api_key: str = Field("", description="Write-only; stored encrypted and never returned.")
+    enabled: bool = True
+    read_timeout: float | None = Field(None, gt=0)
+    stream_usage: bool = True
+
+
+class ProviderPatch(Schema):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    base_url: str | None = None
+    api_key: str | None = Field(None, description="Write-only. An empty string removes the key.")
+    enabled: bool | None = None
+    read_timeout: float | None = Field(None, gt=0)
+    stream_usage: bool | None = None
+
+
+@providers_router.get("", response=list[ProviderOut])
+def list_providers(request: HttpRequest) -> list[Provider]:
+    return list(Provider.objects.all())
+
+
+@providers_router.post("", response={201: ProviderOut})
+def create_provider(request: HttpRequest, payload: ProviderIn) -> tuple[int, Provider]:
+    return 201, logic.create_provider(**payload.dict())
+
+
+@providers_router.get("/{provider_id}", response=ProviderOut)
+def get_provider(request: HttpRequest, provider_id: int) -> Provider:
+    return get_object_or_404(Provider, pk=provider_id)
+
+
+@providers_router.patch("/{provider_id}", response=ProviderOut)
+def update_provider(request: HttpRequest, provider_id: int, payload: ProviderPatch) -> Provider:
+    provider = get_object_or_404(Provider, pk=provider_id)
+    changes = payload.dict(exclude_unset=True)
+    if "api_key" in changes:
+        provider.set_secret(changes.pop("api_key") or "")
+    for field, value in changes.items():
+        setattr(provider, field, value)
+    provider.full_clean()
+    provider.save()
+    return provider
+
+
+@providers_router.delete("/{provider_id}", response={204: None})
+def delete_provider(request: HttpRequest, provider_id: int) -> tuple[int, None]:
+    provider = get_object_or_404(Provider, pk=provider_id)
+    try:
+        provider.delete()
+    except ProtectedError:
+        raise HttpError(409, "Routes still use this provider; delete or move them first.") from None
+    return 204, None
+
+
+class ModelOut(Schema):
+    id: int
+    model_id: str
+    display_name: str
+    input_price: Decimal
+    output_price: Decimal
+    cached_input_price: Decimal | None
+    input_multiplier: Decimal
+    output_multiplier: Decimal
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelIn(Schema):
+    model_id: str = Field(..., min_length=1, max_length=200)
+    display_name: str = ""
+    input_price: Decimal = Field(Decimal(0), ge=0, description="USD per 1M input tokens")
+    output_price: Decimal = Field(Decimal(0), ge=0, description="USD per 1M output tokens")
+    cached_input_price: Decimal | None = Field(None, ge=0)
+    input_multiplier: Decimal = Field(Decimal(1), ge=0)
+    output_multiplier: Decimal = Field(Decimal(1), ge=0)
+    enabled: bool = True
+
+
+class ModelPatch(Schema):
+    display_name: str | None = None
+    input_price: Decimal | None = Field(None, ge=0)
+    output_price: Decimal | None = Field(None, ge=0)
+    cached_input_price: Decimal | None = Field(None, ge=0)
+    input_multiplier: Decimal | None = Field(None, ge=0)
+    output_multiplier: Decimal | None = Field(None, ge=0)
+    enabled: bool | None = None
+
+
+def _saved(instance: AIModel | Route) -> None:
+    instance.full_clean()
+    instance.save()
+
+
+@models_router.get("", response=list[ModelOut])
+def list_models(request: HttpRequest) -> list[AIModel]:
+    return list(AIModel.objects.all())
+
+
+@models_router.post("", response={201: ModelOut})
+def create_model(request: HttpRequest, payload: ModelIn) -> tuple[int, AIModel]:
+    model = AIModel(**payload.dict())
+    _saved(model)
+    return 201, model
+
+
+@models_router.get("/{model_pk}", response=ModelOut)
+def get_model(request: HttpRequest, model_pk: int) -> AIModel:
+    return get_object_or_404(AIModel, pk=model_pk)
+
+
+@models_router.patch("/{model_pk}", response=ModelOut)
+def update_model(request: HttpRequest, model_pk: int, payload: ModelPatch) -> AIModel:
+    model = get_object_or_404(AIModel, pk=model_pk)
+    for field, value in payload.dict(exclude_unset=True).items():
+        setattr(model, field, value)
+    _saved(model)
+    return model
+
+
+@models_router.delete("/{model_pk}", response={204: None})
+def delete_model(request: HttpRequest, model_pk: int) -> tuple[int, None]:
+    get_object_or_404(AIModel, pk=model_pk).delete()
+    return 204, None
+
+
+class RouteOut(Schema):
+    id: int
+    provider_id: int
+    upstream_model: str
+    weight: int
+    enabled: bool
+    created_at: datetime
+
+
+class RouteIn(Schema):
+    provider_id: int
+    upstream_model: str = Field("", max_length=200, description="Empty: send the model id as is.")
+    weight: int = Field(100, ge=1)
+    enabled: bool = True
+
+
+class RoutePatch(Schema):
+    upstream_model: str | None = Field(None, max_length=200)
+    weight: int | None = Field(None, ge=1)
+    enabled: bool | None = None
+
+
+@models_router.get("/{model_pk}/routes", response=list[RouteOut])
+def list_routes(request: HttpRequest, model_pk: int) -> list[Route]:
+    return list(get_object_or_404(AIModel, pk=model_pk).routes.all())
+
+
+@models_router.post("/{model_pk}/routes", response={201: RouteOut})
+def create_route(request: HttpRequest, model_pk: int, payload: RouteIn) -> tuple[int, Route]:
+    model = get_object_or_404(AIModel, pk=model_pk)
+    if not Provider.objects.filter(pk=payload.provider_id).exists():
+        raise HttpError(422, f"There is no provider with id {payload.provider_id}.")
+    route = Route(model=model, **payload.dict())
+    _saved(route)
+    return 201, route
+
+
+@models_router.patch("/{model_pk}/routes/{route_id}", response=RouteOut)
+def update_route(request: HttpRequest, model_pk: int, route_id: int, payload: RoutePatch) -> Route:
+    route = get_object_or_404(Route, pk=route_id, model_id=model_pk)
+    for field, value in payload.dict(exclude_unset=True).items():
+        setattr(route, field, value)
+    _saved(route)
+    return route
+
+
+@models_router.delete("/{model_pk}/routes/{route_id}", response={204: None})
+def delete_route(request: HttpRequest, model_pk: int, route_id: int) -> tuple[int, None]:
+    get_object_or_404(Route, pk=route_id, model_id=model_pk).delete()
+    return 204, None

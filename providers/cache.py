@@ -1,0 +1,189 @@
+"""Providers, models and routes as the gateway sees them: one immutable snapshot, loaded
+whole (it is small) and swapped when the config revision changes. Secrets are decrypted
+once, here, and live only in this process's memory.
+"""
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from providers.models import AIModel, Provider, Route
+from providers.pricing import FREE, Price
+from thinkwatch.lib import crypto, http
+from thinkwatch.lib.db import off_loop
+
+logger = logging.getLogger(__name__)
+
+_PER_MILLION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A provider, ready to be called."""
+
+    id: int
+    name: str
+    type: str
+    chat_url: str
+    headers: dict[str, str] = field(repr=False)  # carries the secret
+    timeout: aiohttp.ClientTimeout
+    stream_usage: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One route of a model: where to send it and under which name."""
+
+    endpoint: Endpoint
+    upstream_model: str
+    weight: int
+    route_id: int | None
+
+    @property
+    def provider_id(self) -> int:
+        return self.endpoint.id
+
+    @property
+    def provider_name(self) -> str:
+        return self.endpoint.name
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlan:
+    model_id: str
+    registered: bool
+    enabled: bool
+    price: Price
+    upstreams: tuple[Upstream, ...]
+    created: int = 0  # unix time the model was registered
+
+    def pick(self) -> Upstream:
+        if len(self.upstreams) == 1:
+            return self.upstreams[0]
+        return random.choices(self.upstreams, weights=[u.weight for u in self.upstreams])[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    models: dict[str, ModelPlan]
+    # (prefix, endpoint) for models that are not registered, longest prefix first.
+    prefixes: tuple[tuple[str, Endpoint], ...]
+    enabled_providers: int
+
+    def plan(self, model_id: str) -> ModelPlan | None:
+        plan = self.models.get(model_id)
+        if plan is not None:
+            return plan
+        for prefix, endpoint in self.prefixes:
+            if model_id.startswith(prefix):
+                upstream = Upstream(endpoint, model_id, 1, None)
+                return ModelPlan(model_id, False, True, FREE, (upstream,))
+        return None
+
+    def listed_models(self) -> list[ModelPlan]:
+        return [p for p in self.models.values() if p.enabled and p.upstreams]
+
+
+def _endpoint(provider: Provider) -> Endpoint | None:
+    spec = provider.spec
+    headers = {"Content-Type": "application/json"}
+    try:
+        secret = provider.reveal_secret()
+    except crypto.DecryptionError as exc:
+        # Left out of the table (its models answer "no route"); the reason is logged.
+        logger.error(
+            "provider.secret_unreadable",
+            extra={"provider": provider.name, "provider_id": provider.pk, "reason": str(exc)},
+        )
+        return None
+    if secret:
+        headers[spec.auth_header] = spec.auth_scheme + secret
+    return Endpoint(
+        id=provider.pk,
+        name=provider.name,
+        type=provider.type,
+        chat_url=provider.effective_base_url + spec.chat_path,
+        headers=headers,
+        timeout=http.timeout(provider.read_timeout),
+        stream_usage=provider.stream_usage,
+    )
+
+
+def _price(model: AIModel) -> Price:
+    cached = model.cached_input_price if model.cached_input_price is not None else model.input_price
+    return Price(
+        input=float(model.input_price) / _PER_MILLION,
+        output=float(model.output_price) / _PER_MILLION,
+        cached_input=float(cached) / _PER_MILLION,
+        input_weight=float(model.input_multiplier),
+        output_weight=float(model.output_multiplier),
+    )
+
+
+def load_route_table() -> RouteTable:
+    endpoints: dict[int, Endpoint] = {}
+    prefixes: list[tuple[str, Endpoint]] = []
+    for provider in Provider.objects.filter(enabled=True).order_by("pk"):
+        endpoint = _endpoint(provider)
+        if endpoint is None:
+            continue
+        endpoints[provider.pk] = endpoint
+        # The oldest enabled provider of a type serves that type's default prefixes.
+        claimed = {prefix for prefix, _ in prefixes}
+        prefixes += [(p, endpoint) for p in provider.spec.default_prefixes if p not in claimed]
+    routes: dict[int, list[Upstream]] = {}
+    for route in Route.objects.filter(enabled=True).select_related("model").order_by("pk"):
+        endpoint = endpoints.get(route.provider_id)
+        if endpoint is not None:
+            upstream = Upstream(
+                endpoint, route.upstream_model or route.model.model_id, route.weight, route.pk
+            )
+            routes.setdefault(route.model_id, []).append(upstream)
+    models = {
+        m.model_id: ModelPlan(
+            m.model_id,
+            True,
+            m.enabled,
+            _price(m),
+            tuple(routes.get(m.pk, ())),
+            int(m.created_at.timestamp()),
+        )
+        for m in AIModel.objects.all()
+    }
+    prefixes.sort(key=lambda item: -len(item[0]))
+    return RouteTable(models, tuple(prefixes), len(endpoints))
+
+
+class RouteCache:
+    """The current table; loaded on first use, replaced by `reload`, dropped by `clear`."""
+
+    def __init__(self) -> None:
+        self._table: RouteTable | None = None
+        self._loading: asyncio.Task[RouteTable] | None = None
+        self._generation = 0
+
+    async def get(self) -> RouteTable:
+        table = self._table
+        if table is not None:
+            return table
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self.reload())
+        return await asyncio.shield(self._loading)
+
+    async def reload(self) -> RouteTable:
+        generation = self._generation
+        table = await _load()
+        if generation == self._generation:
+            self._table = table
+        return table
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._table = None
+
+
+_load = off_loop(load_route_table)
+routes = RouteCache()

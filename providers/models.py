@@ -1,0 +1,160 @@
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+
+from providers.specs import SPECS, TYPE_CHOICES, ProviderSpec
+from thinkwatch.lib import crypto
+
+SECRET_PURPOSE = "providers.Provider.secret"  # noqa: S105 (a label, not a secret)
+
+model_id_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$",
+    "Use letters, digits and . _ : / @ + - (no spaces), starting with a letter or digit.",
+)
+
+
+def validate_base_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Give an http:// or https:// URL, e.g. https://api.openai.com/v1.")
+    if parts.query or parts.fragment:
+        raise ValidationError("The base URL cannot carry a query string or fragment.")
+
+
+class Provider(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=32, choices=TYPE_CHOICES)
+    base_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_base_url],
+        help_text="Leave empty for the provider's public endpoint. Include the API version "
+        "path, e.g. http://ollama:11434/v1.",
+    )
+    # An AES-256-GCM envelope (thinkwatch.lib.crypto); never shown or returned.
+    secret = models.TextField(blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    read_timeout = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.01)],
+        help_text="Seconds to wait for upstream data; empty uses the gateway default.",
+    )
+    stream_usage = models.BooleanField(
+        default=True,
+        help_text="Ask for a usage chunk at the end of streams (stream_options.include_usage). "
+        "Turn off for servers that reject the option.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def spec(self) -> ProviderSpec:
+        return SPECS[self.type]
+
+    @property
+    def effective_base_url(self) -> str:
+        return (self.base_url or self.spec.default_base_url).rstrip("/")
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret)
+
+    def set_secret(self, plaintext: str) -> None:
+        self.secret = crypto.encrypt(plaintext, SECRET_PURPOSE) if plaintext else ""
+
+    def reveal_secret(self) -> str:
+        return crypto.decrypt(self.secret, SECRET_PURPOSE) if self.secret else ""
+
+    def clean(self) -> None:
+        if self.type in SPECS and not self.effective_base_url:
+            raise ValidationError({"base_url": "This provider type needs a base URL."})
+
+
+class AIModel(models.Model):
+    """A model id clients may ask for, with its price and quota weights."""
+
+    model_id = models.CharField(max_length=200, unique=True, validators=[model_id_validator])
+    display_name = models.CharField(max_length=200, blank=True)
+    input_price = models.DecimalField(
+        "input price (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    output_price = models.DecimalField(
+        "output price (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    cached_input_price = models.DecimalField(
+        "cached input price (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Empty: cached input tokens cost the same as input tokens.",
+    )
+    input_multiplier = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Weighted tokens = input x this + output x output multiplier (used by quotas).",
+    )
+    output_multiplier = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    enabled = models.BooleanField(default=True, help_text="Off: the gateway refuses this model.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_id"]
+        verbose_name = "model"
+
+    def __str__(self) -> str:
+        return self.model_id
+
+
+class Route(models.Model):
+    """One way to serve a model: a provider and the model name it knows."""
+
+    model = models.ForeignKey(AIModel, on_delete=models.CASCADE, related_name="routes")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="routes")
+    upstream_model = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[model_id_validator],
+        help_text="The name the provider knows; empty sends the model id unchanged.",
+    )
+    weight = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-weight", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "provider", "upstream_model"], name="route_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.provider}/{self.upstream_model or self.model}"

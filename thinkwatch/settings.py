@@ -1,0 +1,264 @@
+"""ThinkWatch settings.
+
+Every value comes from the environment (a `.env` file beside manage.py is read too).
+With nothing configured the embedded mode works: SQLite, secrets and data under `var/`,
+in-process caches, a Celery broker that needs no server. `DATABASE_URL`, `REDIS_URL` and
+friends switch in real infrastructure. A malformed value stops startup with an error that
+names the variable.
+"""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from thinkwatch import keyfiles
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    env.read_env(BASE_DIR / ".env")
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = env.str(name, default=str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.str(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default="true" if default else "false").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env.str(name, default=default).split(",") if item.strip()]
+
+
+def _master_key(name: str, value: str) -> bytes:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ImproperlyConfigured(f"{name} must be 64 hex characters (32 bytes for AES-256)")
+    return bytes.fromhex(value)
+
+
+# --- where things live --------------------------------------------------------------
+
+DATA_DIR = Path(env.str("THINKWATCH_DATA_DIR", default="var"))
+if not DATA_DIR.is_absolute():
+    DATA_DIR = BASE_DIR / DATA_DIR
+
+SECRET_KEY = keyfiles.load_or_create(
+    "THINKWATCH_SECRET_KEY", DATA_DIR / "secret_key", keyfiles.new_django_secret
+)
+if len(SECRET_KEY) < 32:
+    raise ImproperlyConfigured("THINKWATCH_SECRET_KEY must be at least 32 characters")
+
+# AES-256-GCM key for provider secrets. Older keys stay readable after a rotation until
+# `manage.py reencrypt_secrets` has moved every secret to the current key.
+MASTER_KEY = _master_key(
+    "THINKWATCH_MASTER_KEY",
+    keyfiles.load_or_create(
+        "THINKWATCH_MASTER_KEY", DATA_DIR / "master.key", keyfiles.new_master_key
+    ),
+)
+PREVIOUS_MASTER_KEYS = [
+    _master_key("THINKWATCH_PREVIOUS_MASTER_KEYS", value)
+    for value in _list("THINKWATCH_PREVIOUS_MASTER_KEYS")
+]
+
+DEBUG = _bool("THINKWATCH_DEBUG", False)
+
+# --- processes and addresses ---------------------------------------------------------
+
+BIND_ADDRESS = env.str("THINKWATCH_BIND", default="127.0.0.1")
+GATEWAY_PORT = _int("THINKWATCH_GATEWAY_PORT", 3000, minimum=1)
+CONSOLE_PORT = _int("THINKWATCH_CONSOLE_PORT", 3001, minimum=1)
+ALLOWED_HOSTS = _list("THINKWATCH_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+if BIND_ADDRESS not in ("0.0.0.0", "::") and BIND_ADDRESS not in ALLOWED_HOSTS:  # noqa: S104
+    ALLOWED_HOSTS.append(BIND_ADDRESS)
+CSRF_TRUSTED_ORIGINS = _list("THINKWATCH_CSRF_TRUSTED_ORIGINS")
+# Peers whose X-Forwarded-For is believed when recording a client's address.
+TRUSTED_PROXIES = frozenset(_list("THINKWATCH_TRUSTED_PROXIES"))
+
+# --- gateway -------------------------------------------------------------------------
+
+GATEWAY_MAX_BODY_BYTES = _int("THINKWATCH_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+UPSTREAM_CONNECT_TIMEOUT = _float("THINKWATCH_UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.01)
+# LLM responses can take minutes before the first byte; providers can override this.
+UPSTREAM_READ_TIMEOUT = _float("THINKWATCH_UPSTREAM_READ_TIMEOUT", 600.0, minimum=0.01)
+UPSTREAM_MAX_CONNECTIONS = _int("THINKWATCH_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
+# Honour HTTP(S)_PROXY / NO_PROXY for upstream calls (egress through a corporate proxy).
+UPSTREAM_PROXY_FROM_ENV = _bool("THINKWATCH_UPSTREAM_PROXY_FROM_ENV", False)
+GATEWAY_DRAIN_SECONDS = _int("THINKWATCH_DRAIN_SECONDS", 30, minimum=0)
+# How often each gateway process checks whether keys, models or routes changed.
+CONFIG_POLL_SECONDS = _float("THINKWATCH_CONFIG_POLL_SECONDS", 1.0, minimum=0.05)
+KEY_CACHE_SECONDS = _float("THINKWATCH_KEY_CACHE_SECONDS", 60.0, minimum=0.0)
+AUDIT_BATCH_SIZE = _int("THINKWATCH_AUDIT_BATCH_SIZE", 500, minimum=1)
+AUDIT_FLUSH_SECONDS = _float("THINKWATCH_AUDIT_FLUSH_SECONDS", 0.5, minimum=0.01)
+KEY_ROTATION_GRACE_HOURS = _int("THINKWATCH_KEY_ROTATION_GRACE_HOURS", 24)
+DELETED_KEY_PURGE_DAYS = _int("THINKWATCH_DELETED_KEY_PURGE_DAYS", 30, minimum=1)
+
+# --- infrastructure ------------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'thinkwatch.sqlite3'}")
+}
+_db: dict[str, Any] = DATABASES["default"]
+_db["CONN_MAX_AGE"] = 0
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    _db["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    _db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": _int("THINKWATCH_DB_POOL_SIZE", 10, minimum=1),
+        "timeout": 10,
+    }
+else:
+    raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://...)")
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "tw",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Celery: Redis in production; in embedded mode a broker in the data directory.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+if not REDIS_URL:
+    _queue_dir = DATA_DIR / "celery"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir / "queue"),
+        "data_folder_out": str(_queue_dir / "queue"),
+        "processed_folder": str(_queue_dir / "processed"),
+        "control_folder": str(_queue_dir / "control"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Django --------------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja",
+    "accounts",
+    "providers",
+    "gateway",
+    "audit",
+]
+
+# The console's middleware. The gateway runs none (see gateway/handler.py).
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "thinkwatch.urls_console"
+GATEWAY_URLCONF = "thinkwatch.urls_gateway"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "accounts.passwords.CharacterClassValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = _bool("THINKWATCH_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+LOG_LEVEL = env.str("THINKWATCH_LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"kv": {"()": "thinkwatch.logfmt.KeyValueFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Request bodies never reach a log; Django's request logger would add them on 5xx.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+    },
+}

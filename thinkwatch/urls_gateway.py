@@ -1,0 +1,16 @@
+"""Port 3000: the AI gateway. No console route is reachable here."""
+
+from django.urls import path
+
+from gateway import views
+from thinkwatch import health
+
+urlpatterns = [
+    path("v1/chat/completions", views.chat_completions),
+    path("v1/models", views.list_models),
+    path("health/live", health.live),
+    path("health/ready", health.ready),
+]
+
+handler404 = "gateway.views.not_found"
+handler500 = "gateway.views.server_error"
