@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
+from ninja.responses import Status
 
 from accounts import logic
 from accounts.models import ApiKey, KeyLifecycleError, Surface, Team
@@ -90,7 +91,7 @@ def list_keys(request: HttpRequest, archived: bool = False) -> list[ApiKey]:
 
 
 @router.post("", response={201: KeyCreated})
-def create_key(request: HttpRequest, payload: KeyIn) -> tuple[int, ApiKey]:
+def create_key(request: HttpRequest, payload: KeyIn) -> Status[ApiKey]:
     owner: User | None = request.user  # type: ignore[assignment]  # authenticated by the API
     if "owner_id" in payload.model_fields_set:
         owner = None
@@ -108,7 +109,7 @@ def create_key(request: HttpRequest, payload: KeyIn) -> tuple[int, ApiKey]:
         inactivity_timeout_days=payload.inactivity_timeout_days,
         created_by=request.user,  # type: ignore[arg-type]
     )
-    return 201, _created(key, plaintext)
+    return Status(201, _created(key, plaintext))
 
 
 @router.get("/{key_id}", response=KeyOut)
@@ -134,13 +135,13 @@ def update_key(request: HttpRequest, key_id: int, payload: KeyPatch) -> ApiKey:
 
 
 @router.post("/{key_id}/rotate", response={201: KeyCreated})
-def rotate_key(request: HttpRequest, key_id: int, payload: RotateIn) -> tuple[int, ApiKey]:
+def rotate_key(request: HttpRequest, key_id: int, payload: RotateIn) -> Status[ApiKey]:
     key = get_object_or_404(ApiKey, pk=key_id)
     try:
         successor, plaintext = key.rotate(timedelta(hours=payload.grace_hours), by=request.user)  # type: ignore[arg-type]
     except KeyLifecycleError as exc:
         raise HttpError(409, str(exc)) from None
-    return 201, _created(successor, plaintext)
+    return Status(201, _created(successor, plaintext))
 
 
 @router.delete("/{key_id}", response=KeyOut)

@@ -35,6 +35,9 @@ class GatewayLog(models.Model):
     client_ip = models.GenericIPAddressField(null=True)
     user_agent = models.CharField(max_length=512, blank=True)
     disconnected = models.BooleanField(default=False)
+    # True when the provider's usage never arrived (the client left mid-stream) and the
+    # token counts were estimated from what was seen.
+    usage_estimated = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -21,6 +21,7 @@ class Call:
         "disconnected",
         "error_code",
         "error_message",
+        "estimated",
         "grant",
         "ingress",
         "model",
@@ -55,6 +56,7 @@ class Call:
         self.error_code = ""
         self.error_message = ""
         self.disconnected = False
+        self.estimated = False
         self._done = False
 
     def first_byte(self) -> None:
@@ -109,4 +111,5 @@ class Call:
             "client_ip": self.request.client_ip,
             "user_agent": meta.get("HTTP_USER_AGENT", "")[:512],
             "disconnected": self.disconnected,
+            "usage_estimated": self.estimated,
         }

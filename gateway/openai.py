@@ -60,6 +60,11 @@ def upstream_body(
     return (orjson.dumps(payload) if changed else raw), added_usage
 
 
+def estimate_input_tokens(body: bytes) -> int:
+    """A rough count (4 bytes a token) for when the provider's own count never came."""
+    return len(body) // 4
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
@@ -102,19 +107,31 @@ def error_event(error: GatewayError) -> bytes:
 class StreamScan:
     """Reads a chat completion stream for accounting while it passes through."""
 
-    __slots__ = ("added_usage", "asked", "error", "upstream_model", "usage")
+    __slots__ = (
+        "added_usage",
+        "asked",
+        "deltas",
+        "error",
+        "estimated_input",
+        "upstream_model",
+        "usage",
+    )
 
-    def __init__(self, added_usage: bool, upstream_model: str, asked: str) -> None:
+    def __init__(self, added_usage: bool, upstream_model: str, asked: str, body: bytes) -> None:
+        self.estimated_input = estimate_input_tokens(body)
         self.added_usage = added_usage
         self.upstream_model = upstream_model if upstream_model != asked else None
         self.asked = asked
         self.usage: Usage | None = None
         self.error: str | None = None
+        self.deltas = 0  # chunks that carried generated output (about one token each)
 
     def forward(self, events: list[bytes]) -> bytes:
         """The bytes of `events` the client should receive."""
         out = []
         for event in events:
+            if b'"delta"' in event and (b'"content":"' in event or b'"tool_calls"' in event):
+                self.deltas += 1
             # Most chunks say "usage":null; only parse the ones that may carry something.
             maybe_usage = b'"usage"' in event and b'"usage":null' not in event
             if (maybe_usage or b'"error"' in event) and not self._inspect(event):

@@ -12,6 +12,7 @@ from gateway import openai
 from gateway.accounting import Call
 from gateway.errors import GatewayError, upstream_error, upstream_timeout
 from providers.cache import Upstream
+from providers.pricing import Usage
 from thinkwatch.lib import http, sse
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,10 @@ async def _relay(
     finally:
         if scan.usage is not None:
             call.usage = scan.usage
+        elif scan.deltas:
+            # The provider bills what it generated even if its usage chunk never came.
+            call.usage = Usage(input=scan.estimated_input, output=scan.deltas)
+            call.estimated = True
         if complete:
             response.release()
         else:

@@ -52,7 +52,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             payload, request.body, upstream.upstream_model, upstream.endpoint.stream_usage
         )
         if payload.get("stream"):
-            scan = openai.StreamScan(added_usage, upstream.upstream_model, model)
+            scan = openai.StreamScan(added_usage, upstream.upstream_model, model, body)
             response = await proxy.stream(call, upstream, body, scan)
             handed_off = True  # the stream writes the log record when it ends
             return response

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema
 from ninja.errors import HttpError
+from ninja.responses import Status
 
 from providers import logic
 from providers.models import AIModel, Provider, Route
@@ -55,8 +56,8 @@ def list_providers(request: HttpRequest) -> list[Provider]:
 
 
 @providers_router.post("", response={201: ProviderOut})
-def create_provider(request: HttpRequest, payload: ProviderIn) -> tuple[int, Provider]:
-    return 201, logic.create_provider(**payload.dict())
+def create_provider(request: HttpRequest, payload: ProviderIn) -> Status[Provider]:
+    return Status(201, logic.create_provider(**payload.dict()))
 
 
 @providers_router.get("/{provider_id}", response=ProviderOut)
@@ -78,13 +79,13 @@ def update_provider(request: HttpRequest, provider_id: int, payload: ProviderPat
 
 
 @providers_router.delete("/{provider_id}", response={204: None})
-def delete_provider(request: HttpRequest, provider_id: int) -> tuple[int, None]:
+def delete_provider(request: HttpRequest, provider_id: int) -> Status[None]:
     provider = get_object_or_404(Provider, pk=provider_id)
     try:
         provider.delete()
     except ProtectedError:
         raise HttpError(409, "Routes still use this provider; delete or move them first.") from None
-    return 204, None
+    return Status(204, None)
 
 
 class ModelOut(Schema):
@@ -133,10 +134,10 @@ def list_models(request: HttpRequest) -> list[AIModel]:
 
 
 @models_router.post("", response={201: ModelOut})
-def create_model(request: HttpRequest, payload: ModelIn) -> tuple[int, AIModel]:
+def create_model(request: HttpRequest, payload: ModelIn) -> Status[AIModel]:
     model = AIModel(**payload.dict())
     _saved(model)
-    return 201, model
+    return Status(201, model)
 
 
 @models_router.get("/{model_pk}", response=ModelOut)
@@ -154,9 +155,9 @@ def update_model(request: HttpRequest, model_pk: int, payload: ModelPatch) -> AI
 
 
 @models_router.delete("/{model_pk}", response={204: None})
-def delete_model(request: HttpRequest, model_pk: int) -> tuple[int, None]:
+def delete_model(request: HttpRequest, model_pk: int) -> Status[None]:
     get_object_or_404(AIModel, pk=model_pk).delete()
-    return 204, None
+    return Status(204, None)
 
 
 class RouteOut(Schema):
@@ -187,13 +188,13 @@ def list_routes(request: HttpRequest, model_pk: int) -> list[Route]:
 
 
 @models_router.post("/{model_pk}/routes", response={201: RouteOut})
-def create_route(request: HttpRequest, model_pk: int, payload: RouteIn) -> tuple[int, Route]:
+def create_route(request: HttpRequest, model_pk: int, payload: RouteIn) -> Status[Route]:
     model = get_object_or_404(AIModel, pk=model_pk)
     if not Provider.objects.filter(pk=payload.provider_id).exists():
         raise HttpError(422, f"There is no provider with id {payload.provider_id}.")
     route = Route(model=model, **payload.dict())
     _saved(route)
-    return 201, route
+    return Status(201, route)
 
 
 @models_router.patch("/{model_pk}/routes/{route_id}", response=RouteOut)
@@ -206,6 +207,6 @@ def update_route(request: HttpRequest, model_pk: int, route_id: int, payload: Ro
 
 
 @models_router.delete("/{model_pk}/routes/{route_id}", response={204: None})
-def delete_route(request: HttpRequest, model_pk: int, route_id: int) -> tuple[int, None]:
+def delete_route(request: HttpRequest, model_pk: int, route_id: int) -> Status[None]:
     get_object_or_404(Route, pk=route_id, model_id=model_pk).delete()
-    return 204, None
+    return Status(204, None)

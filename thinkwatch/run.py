@@ -80,7 +80,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _prepare() -> None:
+def _prepare(names: list[str]) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinkwatch.settings")
     import django
 
@@ -88,7 +88,8 @@ def _prepare() -> None:
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
-    call_command("collectstatic", interactive=False, verbosity=0)
+    if "console" in names:
+        call_command("collectstatic", interactive=False, verbosity=0)
 
 
 def _banner(names: list[str]) -> None:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=PROCESSES, action="append", help="run only this process")
     args = parser.parse_args(argv)
     names = args.only or list(PROCESSES)
-    _prepare()
+    _prepare(names)
     _banner(names)
     commands = _commands()
     children = {

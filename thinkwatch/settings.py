@@ -122,9 +122,8 @@ DELETED_KEY_PURGE_DAYS = _int("THINKWATCH_DELETED_KEY_PURGE_DAYS", 30, minimum=1
 
 # --- infrastructure ------------------------------------------------------------------
 
-DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'thinkwatch.sqlite3'}")
-}
+DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{DATA_DIR / 'thinkwatch.sqlite3'}"
+DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 _db: dict[str, Any] = DATABASES["default"]
 _db["CONN_MAX_AGE"] = 0
 if _db["ENGINE"] == "django.db.backends.sqlite3":
@@ -141,7 +140,7 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
         "timeout": 10,
     }
 else:
-    raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://...)")
+    raise ImproperlyConfigured("DATABASE_URL must be postgres://... (or sqlite:///path)")
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -237,7 +236,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = DATA_DIR / "static"  # filled by collectstatic (make run does it)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,19 +1,23 @@
 """The process's Redis client (redis.asyncio), when REDIS_URL is set."""
 
 import asyncio
+import weakref
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
-_clients: dict[int, aioredis.Redis] = {}
+# A client's connections belong to the event loop they were opened on.
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def client() -> aioredis.Redis:
-    """One client per event loop (a client's connections belong to the loop they were made on)."""
-    loop_id = id(asyncio.get_running_loop())
-    found = _clients.get(loop_id)
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    url = settings.REDIS_URL
+    found = per_loop.get(url)
     if found is None:
-        found = _clients[loop_id] = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+        found = per_loop[url] = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5
         )
     return found

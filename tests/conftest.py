@@ -1,0 +1,126 @@
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+import uvicorn
+from django.contrib.auth.models import User
+
+from audit.models import GatewayLog
+from gateway import logs
+from providers.models import Provider
+from tests.factories import ProviderFactory, UserFactory, make_key
+from tests.fakes.openai_upstream import FakeOpenAI
+
+UPSTREAM_SECRET = "sk-upstream-secret"
+
+
+def database_url(connection: Any) -> str:
+    """The URL of the test database, for a subprocess that must share it."""
+    settings = connection.settings_dict
+    if settings["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings['NAME']}"
+    return f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """An ASGI app served by uvicorn (as in production) on a loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="gateway-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def upstream(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    fake_openai.reset()
+    yield fake_openai
+    fake_openai.reset()
+
+
+@pytest.fixture
+def gateway(transactional_db: None, upstream: FakeOpenAI) -> Iterator[LiveServer]:
+    from thinkwatch.asgi import gateway as app
+
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    """Alice administers the installation."""
+    return UserFactory(username="alice@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    """Bob is a developer who calls models through the gateway."""
+    return UserFactory(username="bob@example.com")
+
+
+@pytest.fixture
+def openai_provider(db: None, upstream: FakeOpenAI) -> Provider:
+    """An OpenAI provider whose endpoint is the fake upstream."""
+    return ProviderFactory(
+        name="openai", type="openai", base_url=upstream.url, api_key=UPSTREAM_SECRET
+    )
+
+
+@pytest.fixture
+def bob_key(bob: User) -> str:
+    return make_key(bob, name="bob laptop")[1]
+
+
+@pytest.fixture
+def client(gateway: LiveServer, openai_provider: Provider, bob_key: str) -> openai.OpenAI:
+    """The official OpenAI SDK, pointed at the gateway with Bob's key."""
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=bob_key, max_retries=0, timeout=30)
+
+
+def logged() -> list[GatewayLog]:
+    """Every gateway log record, oldest first, once the writer has written them."""
+    assert logs.writer.flush(10)
+    return list(GatewayLog.objects.order_by("id"))

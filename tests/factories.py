@@ -1,0 +1,68 @@
+from decimal import Decimal
+from typing import Any
+
+import factory
+from django.contrib.auth.models import User
+from factory.django import DjangoModelFactory
+
+from accounts.logic import issue_key
+from accounts.models import ApiKey, Team
+from providers.models import AIModel, Provider, Route
+
+PASSWORD = "Sup3r-secret-pw"
+
+
+class UserFactory(DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}@example.com")
+    email = factory.SelfAttribute("username")
+    password = factory.django.Password(PASSWORD)
+
+
+class TeamFactory(DjangoModelFactory):
+    class Meta:
+        model = Team
+
+    name = factory.Sequence(lambda n: f"team-{n}")
+
+
+class ProviderFactory(DjangoModelFactory):
+    class Meta:
+        model = Provider
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"provider-{n}")
+    type = "openai"
+    base_url = "http://127.0.0.1:9/v1"
+
+    @factory.post_generation
+    def api_key(self: Provider, create: bool, extracted: str | None, **kwargs: Any) -> None:
+        self.set_secret("sk-upstream-secret" if extracted is None else extracted)
+        if create:
+            self.save()
+
+
+class AIModelFactory(DjangoModelFactory):
+    class Meta:
+        model = AIModel
+
+    model_id = factory.Sequence(lambda n: f"model-{n}")
+    input_price = Decimal("0.15")
+    output_price = Decimal("0.60")
+
+
+class RouteFactory(DjangoModelFactory):
+    class Meta:
+        model = Route
+
+    model = factory.SubFactory(AIModelFactory)
+    provider = factory.SubFactory(ProviderFactory)
+
+
+def make_key(owner: User | None, **fields: Any) -> tuple[ApiKey, str]:
+    """A key and its plaintext; the same path the console and the API take."""
+    fields.setdefault("name", "test key")
+    return issue_key(owner=owner, **fields)

@@ -1,0 +1,138 @@
+"""Providers, models and routes through the management API."""
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from providers.models import Provider
+from tests.factories import AIModelFactory, ProviderFactory, RouteFactory, make_key
+
+
+@pytest.fixture
+def api(alice: User) -> Client:
+    _, key = make_key(alice, surfaces=["console"])
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def test_it_stores_a_provider_secret_encrypted_and_never_returns_it(api: Client) -> None:
+    response = api.post(
+        "/api/providers",
+        {"name": "OpenAI", "type": "openai", "api_key": "sk-live-very-secret"},
+        content_type="application/json",
+    )
+
+    provider = Provider.objects.get()
+    listed = api.get("/api/providers")
+    assert response.status_code == 201
+    assert response.json()["has_api_key"] is True
+    assert (
+        "sk-live-very-secret"
+        not in response.content.decode() + listed.content.decode() + provider.secret
+    )
+    assert provider.reveal_secret() == "sk-live-very-secret"
+
+
+def test_it_documents_the_secret_as_write_only(api: Client) -> None:
+    schemas = api.get("/api/openapi.json").json()["components"]["schemas"]
+
+    assert "api_key" in schemas["ProviderIn"]["properties"]
+    assert "api_key" not in schemas["ProviderOut"]["properties"]
+
+
+def test_it_removes_a_provider_secret_with_an_empty_string(api: Client) -> None:
+    provider = ProviderFactory()
+
+    response = api.patch(
+        f"/api/providers/{provider.pk}", {"api_key": ""}, content_type="application/json"
+    )
+
+    assert response.json()["has_api_key"] is False
+
+
+def test_it_keeps_the_secret_when_a_patch_leaves_it_out(api: Client) -> None:
+    provider = ProviderFactory(api_key="sk-keep-me")
+
+    api.patch(f"/api/providers/{provider.pk}", {"enabled": False}, content_type="application/json")
+
+    provider.refresh_from_db()
+    assert provider.reveal_secret() == "sk-keep-me"
+
+
+def test_it_requires_a_base_url_for_a_compatible_provider(api: Client) -> None:
+    response = api.post(
+        "/api/providers",
+        {"name": "vllm", "type": "openai_compatible"},
+        content_type="application/json",
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "base_url"
+
+
+def test_it_rejects_a_base_url_that_is_not_http(api: Client) -> None:
+    response = api.post(
+        "/api/providers",
+        {"name": "x", "type": "openai_compatible", "base_url": "file:///etc/passwd"},
+        content_type="application/json",
+    )
+
+    assert response.status_code == 422
+
+
+def test_it_refuses_to_delete_a_provider_with_routes(api: Client) -> None:
+    route = RouteFactory()
+
+    response = api.delete(f"/api/providers/{route.provider_id}")
+
+    assert response.status_code == 409
+
+
+def test_it_manages_a_model_and_its_routes(api: Client) -> None:
+    provider = ProviderFactory()
+    model = api.post(
+        "/api/models",
+        {"model_id": "house-chat", "input_price": "0.5"},
+        content_type="application/json",
+    ).json()
+
+    route = api.post(
+        f"/api/models/{model['id']}/routes",
+        {"provider_id": provider.pk, "upstream_model": "gpt-4o", "weight": 3},
+        content_type="application/json",
+    ).json()
+    api.patch(
+        f"/api/models/{model['id']}/routes/{route['id']}",
+        {"enabled": False},
+        content_type="application/json",
+    )
+
+    routes = api.get(f"/api/models/{model['id']}/routes").json()
+    assert [(r["upstream_model"], r["weight"], r["enabled"]) for r in routes] == [
+        ("gpt-4o", 3, False)
+    ]
+
+
+def test_it_rejects_a_duplicate_model_id(api: Client) -> None:
+    AIModelFactory(model_id="house-chat")
+
+    response = api.post("/api/models", {"model_id": "house-chat"}, content_type="application/json")
+
+    assert response.status_code == 422
+
+
+def test_it_rejects_a_route_to_a_missing_provider(api: Client) -> None:
+    model = AIModelFactory()
+
+    response = api.post(
+        f"/api/models/{model.pk}/routes", {"provider_id": 999}, content_type="application/json"
+    )
+
+    assert response.status_code == 422
+
+
+def test_it_rejects_a_negative_price(api: Client) -> None:
+    response = api.post(
+        "/api/models", {"model_id": "m", "input_price": "-1"}, content_type="application/json"
+    )
+
+    assert response.status_code == 422
