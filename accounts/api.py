@@ -14,8 +14,6 @@ from accounts.models import ApiKey, KeyLifecycleError, Surface, Team
 
 router = Router(tags=["keys"])
 
-SurfaceName = Surface  # the enum's values are the accepted strings
-
 
 class KeyOut(Schema):
     id: int
@@ -51,7 +49,7 @@ class KeyIn(Schema):
         None, description="Defaults to the caller; null makes a service key."
     )
     team_id: int | None = None
-    surfaces: list[SurfaceName] = Field([Surface.AI_GATEWAY], min_length=1)
+    surfaces: list[Surface] = Field([Surface.AI_GATEWAY], min_length=1)
     allowed_models: list[str] = Field(["*"], min_length=1)
     expires_at: datetime | None = None
     inactivity_timeout_days: int | None = Field(None, ge=1)
@@ -60,7 +58,7 @@ class KeyIn(Schema):
 class KeyPatch(Schema):
     name: str | None = Field(None, min_length=1, max_length=100)
     team_id: int | None = None
-    surfaces: list[SurfaceName] | None = Field(None, min_length=1)
+    surfaces: list[Surface] | None = Field(None, min_length=1)
     allowed_models: list[str] | None = Field(None, min_length=1)
     expires_at: datetime | None = None
     inactivity_timeout_days: int | None = Field(None, ge=1)

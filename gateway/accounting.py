@@ -10,7 +10,7 @@ from providers.pricing import FREE, Usage
 
 if TYPE_CHECKING:
     from accounts.cache import KeyGrant
-    from providers.cache import ModelPlan, Upstream
+    from providers.cache import Upstream
 
 
 class Call:
@@ -25,7 +25,6 @@ class Call:
         "grant",
         "ingress",
         "model",
-        "plan",
         "price",
         "request",
         "started",
@@ -46,7 +45,6 @@ class Call:
         self.started_wall = time.time()
         self.grant: KeyGrant | None = None
         self.model = ""
-        self.plan: ModelPlan | None = None
         self.upstream: Upstream | None = None
         self.price = FREE
         self.usage = Usage()

@@ -59,13 +59,11 @@ async def _refusal(
     except (TimeoutError, aiohttp.ClientError):
         raw = b""
     detail = _error_detail(raw)
+    # An auth failure's message may quote part of the gateway's provider key: not logged.
+    logged_detail = "" if status in (401, 403) else str(detail.get("message", ""))[:300]
     logger.warning(
         "upstream.error",
-        extra={
-            "provider": upstream.provider_name,
-            "status": status,
-            "detail": str(detail.get("message", ""))[:300],
-        },
+        extra={"provider": upstream.provider_name, "status": status, "detail": logged_detail},
     )
     name = upstream.provider_name
     if status in _RELAYED:

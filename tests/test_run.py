@@ -54,4 +54,4 @@ def test_it_stops_everything_on_ctrl_c(running: Processes) -> None:
 
     assert code == 0
     assert "gateway.stopped" in running.output()
-    assert "Warm shutdown" in running.output()
+    assert "Warm shutdown" in running.output()  # the Celery worker stopped cleanly

@@ -140,3 +140,54 @@ def test_it_exits_non_zero_when_run_again(tmp_path, transactional_db) -> None:  
     assert first.returncode == 0, first.stderr
     assert again.returncode != 0
     assert "already set up" in again.stderr
+
+
+def test_it_asks_its_questions_on_a_terminal(transactional_db) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import pty
+    import sys
+
+    from django.db import connection
+
+    from tests.conftest import database_url
+
+    answers = [
+        b"carol@example.com\n",  # admin email
+        STRONG.encode() + b"\n",  # password
+        STRONG.encode() + b"\n",  # again
+        b"Carol Corp\n",  # site name
+        b"n\n",  # no provider
+        b"y\n",  # issue a key
+        b"carol laptop\n",
+    ]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the wizard on a terminal
+        os.environ["DATABASE_URL"] = database_url(connection)
+        os.execv(sys.executable, [sys.executable, "manage.py", "setup"])  # noqa: S606
+    output = _converse(fd, answers)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert User.objects.get().email == "carol@example.com"
+    assert ApiKey.objects.get().name == "carol laptop"
+    assert STRONG not in output  # the password is not echoed
+
+
+def _converse(fd: int, answers: list[bytes]) -> str:
+    import os
+    import select
+
+    output = b""
+    pending = list(answers)
+    while True:
+        ready, _, _ = select.select([fd], [], [], 30)
+        assert ready, f"the wizard stopped talking:\n{output.decode(errors='replace')}"
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            return output.decode(errors="replace")
+        if not chunk:
+            return output.decode(errors="replace")
+        output += chunk
+        if pending and chunk.rstrip().endswith((b":", b"]:")):
+            os.write(fd, pending.pop(0))
