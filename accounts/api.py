@@ -11,6 +11,7 @@ from ninja.responses import Status
 
 from accounts import logic
 from accounts.models import ApiKey, KeyLifecycleError, Surface, Team
+from thinkwatch.edits import apply_edits
 
 router = Router(tags=["keys"])
 
@@ -125,11 +126,7 @@ def update_key(request: HttpRequest, key_id: int, payload: KeyPatch) -> ApiKey:
         key.team = _team(changes.pop("team_id"))
     if "surfaces" in changes:
         changes["surfaces"] = [str(s) for s in changes["surfaces"]]
-    for field, value in changes.items():
-        setattr(key, field, value)
-    key.full_clean()
-    key.save()
-    return key
+    return apply_edits(key, changes)
 
 
 @router.post("/{key_id}/rotate", response={201: KeyCreated})

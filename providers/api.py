@@ -11,6 +11,7 @@ from ninja.responses import Status
 
 from providers import logic
 from providers.models import AIModel, Provider, Route
+from thinkwatch.edits import apply_edits
 
 providers_router = Router(tags=["providers"])
 models_router = Router(tags=["models"])
@@ -71,11 +72,7 @@ def update_provider(request: HttpRequest, provider_id: int, payload: ProviderPat
     changes = payload.dict(exclude_unset=True)
     if "api_key" in changes:
         provider.set_secret(changes.pop("api_key") or "")
-    for field, value in changes.items():
-        setattr(provider, field, value)
-    provider.full_clean()
-    provider.save()
-    return provider
+    return apply_edits(provider, changes)
 
 
 @providers_router.delete("/{provider_id}", response={204: None})
@@ -123,11 +120,6 @@ class ModelPatch(Schema):
     enabled: bool | None = None
 
 
-def _saved(instance: AIModel | Route) -> None:
-    instance.full_clean()
-    instance.save()
-
-
 @models_router.get("", response=list[ModelOut])
 def list_models(request: HttpRequest) -> list[AIModel]:
     return list(AIModel.objects.all())
@@ -135,9 +127,7 @@ def list_models(request: HttpRequest) -> list[AIModel]:
 
 @models_router.post("", response={201: ModelOut})
 def create_model(request: HttpRequest, payload: ModelIn) -> Status[AIModel]:
-    model = AIModel(**payload.dict())
-    _saved(model)
-    return Status(201, model)
+    return Status(201, apply_edits(AIModel(), payload.dict()))
 
 
 @models_router.get("/{model_pk}", response=ModelOut)
@@ -148,10 +138,7 @@ def get_model(request: HttpRequest, model_pk: int) -> AIModel:
 @models_router.patch("/{model_pk}", response=ModelOut)
 def update_model(request: HttpRequest, model_pk: int, payload: ModelPatch) -> AIModel:
     model = get_object_or_404(AIModel, pk=model_pk)
-    for field, value in payload.dict(exclude_unset=True).items():
-        setattr(model, field, value)
-    _saved(model)
-    return model
+    return apply_edits(model, payload.dict(exclude_unset=True))
 
 
 @models_router.delete("/{model_pk}", response={204: None})
@@ -192,18 +179,13 @@ def create_route(request: HttpRequest, model_pk: int, payload: RouteIn) -> Statu
     model = get_object_or_404(AIModel, pk=model_pk)
     if not Provider.objects.filter(pk=payload.provider_id).exists():
         raise HttpError(422, f"There is no provider with id {payload.provider_id}.")
-    route = Route(model=model, **payload.dict())
-    _saved(route)
-    return Status(201, route)
+    return Status(201, apply_edits(Route(model=model), payload.dict()))
 
 
 @models_router.patch("/{model_pk}/routes/{route_id}", response=RouteOut)
 def update_route(request: HttpRequest, model_pk: int, route_id: int, payload: RoutePatch) -> Route:
     route = get_object_or_404(Route, pk=route_id, model_id=model_pk)
-    for field, value in payload.dict(exclude_unset=True).items():
-        setattr(route, field, value)
-    _saved(route)
-    return route
+    return apply_edits(route, payload.dict(exclude_unset=True))
 
 
 @models_router.delete("/{model_pk}/routes/{route_id}", response={204: None})

@@ -22,26 +22,24 @@ if (BASE_DIR / ".env").is_file():
     env.read_env(BASE_DIR / ".env")
 
 
-def _int(name: str, default: int, minimum: int = 0) -> int:
+def _number(name: str, default: float, minimum: float, kind: type) -> Any:
     raw = env.str(name, default=str(default))
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+        expected = "an integer" if kind is int else "a number"
+        raise ImproperlyConfigured(f"{name} must be {expected}, got {raw!r}") from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    return int(_number(name, default, minimum, int))
 
 
 def _float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.str(name, default=str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return float(_number(name, default, minimum, float))
 
 
 def _bool(name: str, default: bool) -> bool:

@@ -62,16 +62,9 @@ def test_it_logs_a_client_that_leaves_mid_stream(
 ) -> None:
     upstream.script(text=" ".join(["word"] * 200), chunk_delay=0.02)
 
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        content=STREAM_BODY,
-        headers={"Authorization": f"Bearer {bob_key}"},
-    ) as response:
-        lines = response.iter_lines()
-        first = [next(lines) for _ in range(6)]
-    assert any(line.startswith("data: ") for line in first)
+    received = read_then_leave(gateway, bob_key, lines=6)
 
+    assert any(line.startswith("data: ") for line in received)
     record = _first_record_within(seconds=5)
     assert record.disconnected
     assert record.status_code == 499
@@ -84,16 +77,22 @@ def test_it_stops_reading_from_the_provider_when_the_client_leaves(
 ) -> None:
     upstream.script(text=" ".join(["word"] * 500), chunk_delay=0.01)
 
+    read_then_leave(gateway, bob_key, lines=1)
+
+    record = _first_record_within(seconds=2)
+    assert record.latency_ms < 2000  # the full stream would take 5 s
+
+
+def read_then_leave(gateway: LiveServer, key: str, lines: int) -> list[str]:
+    """Start a stream, read a few lines of it, and close the connection."""
     with httpx.stream(
         "POST",
         f"{gateway.url}/v1/chat/completions",
         content=STREAM_BODY,
-        headers={"Authorization": f"Bearer {bob_key}"},
+        headers={"Authorization": f"Bearer {key}"},
     ) as response:
-        next(response.iter_lines())
-
-    record = _first_record_within(seconds=2)
-    assert record.latency_ms < 2000  # the full stream would take 5 s
+        received = response.iter_lines()
+        return [next(received) for _ in range(lines)]
 
 
 def _first_record_within(seconds: float):  # type: ignore[no-untyped-def]
