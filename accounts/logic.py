@@ -25,8 +25,8 @@ _persisted: dict[int, float] = {}
 def persist_key_use(records: Iterable[dict[str, Any]]) -> None:
     latest: dict[int, datetime] = {}
     for record in records:
-        key_id = record.get("api_key_id")
-        if key_id is not None and record["status_code"] < 500:
+        key_id = record.get("api_key_id")  # set only once the key was accepted
+        if key_id is not None:
             seen = latest.get(key_id)
             if seen is None or record["created_at"] > seen:
                 latest[key_id] = record["created_at"]

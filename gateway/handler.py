@@ -174,15 +174,19 @@ class GatewayHandler(ASGIHandler):
             content = response.content  # type: ignore[attr-defined]
             response["Content-Length"] = str(len(content))
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
+        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
         if not response.streaming:
+            await send(start)
             await send({"type": "http.response.body", "body": content})
             return
         source = getattr(response, "source", None)
-        parts = source if source is not None else aiter(response)  # type: ignore[arg-type]
-        async with aclosing(parts):
-            async for part in parts:
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-        await send({"type": "http.response.body"})
+        try:
+            await send(start)
+            parts = aiter(source if source is not None else response)  # type: ignore[arg-type]
+            async with aclosing(parts):
+                async for part in parts:
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body"})
+        finally:
+            if source is not None:
+                source.close()  # settles the log record even if the stream never started

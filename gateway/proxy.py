@@ -110,9 +110,9 @@ def _error_detail(raw: bytes) -> dict[str, object]:
 
 
 class EventStream(StreamingHttpResponse):
-    """An SSE response whose source the gateway handler iterates directly."""
+    """An SSE response whose source the gateway handler iterates, then closes, itself."""
 
-    def __init__(self, source: AsyncIterator[bytes]) -> None:
+    def __init__(self, source: "Relay") -> None:
         super().__init__(source, content_type="text/event-stream")
         self.source = source
 
@@ -170,50 +170,77 @@ async def stream(
         )
     call.streamed = True
     call.status = 200
-    reply = EventStream(_relay(call, upstream, response, scan))
+    reply = EventStream(Relay(call, upstream, response, scan))
     reply["Cache-Control"] = "no-cache"
     reply["X-Accel-Buffering"] = "no"
     reply["x-thinkwatch-provider"] = upstream.provider_name
     return reply
 
 
-async def _relay(
-    call: Call, upstream: Upstream, response: aiohttp.ClientResponse, scan: openai.StreamScan
-) -> AsyncIterator[bytes]:
-    """Upstream events, passed through as they arrive. Owns the call's log record."""
-    splitter = sse.EventSplitter()
-    complete = False
-    try:
+class Relay:
+    """Upstream events passed through as they arrive; owns the call's log record.
+
+    `close()` settles the record and the upstream connection whether the stream ran to the
+    end, failed, or never started (a client that left before the first byte).
+    """
+
+    def __init__(
+        self,
+        call: Call,
+        upstream: Upstream,
+        response: aiohttp.ClientResponse,
+        scan: openai.StreamScan,
+    ) -> None:
+        self.call, self.upstream, self.response, self.scan = call, upstream, response, scan
+        self.complete = False
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        call, scan = self.call, self.scan
+        splitter = sse.EventSplitter()
         try:
-            async for chunk in response.content.iter_any():
-                out = scan.forward(splitter.feed(chunk))
-                if out:
-                    call.first_byte()
-                    yield out
-            rest = splitter.rest()
-            if rest:
-                yield rest
-            complete = True
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            error = (
-                _timed_out(upstream) if isinstance(exc, TimeoutError) else _broken(upstream, exc)
-            )
-            call.fail(error.status, error.code, error.message)
-            yield openai.error_event(error)
-        if scan.error and complete:
-            call.error_code, call.error_message = "upstream_stream_error", scan.error
-    except (asyncio.CancelledError, GeneratorExit):
-        call.disconnected = True
-        raise
-    finally:
+            try:
+                async for chunk in self.response.content.iter_any():
+                    out = scan.forward(splitter.feed(chunk))
+                    if out:
+                        call.first_byte()
+                        yield out
+                rest = splitter.rest()
+                if rest:
+                    yield rest
+                self.complete = True
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                error = (
+                    _timed_out(self.upstream)
+                    if isinstance(exc, TimeoutError)
+                    else _broken(self.upstream, exc)
+                )
+                call.fail(error.status, error.code, error.message)
+                yield openai.error_event(error)
+            if scan.error and self.complete:
+                call.error_code, call.error_message = "upstream_stream_error", scan.error
+        except (asyncio.CancelledError, GeneratorExit):
+            call.disconnected = True
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        call, scan = self.call, self.scan
         if scan.usage is not None:
             call.usage = scan.usage
         elif scan.deltas:
             # The provider bills what it generated even if its usage chunk never came.
             call.usage = Usage(input=scan.estimated_input, output=scan.deltas)
             call.estimated = True
-        if complete:
-            response.release()
+        if self.complete:
+            self.response.release()
         else:
-            response.close()
+            self.response.close()
         call.finish()

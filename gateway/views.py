@@ -1,6 +1,8 @@
 """The AI gateway's endpoints (port 3000). Auth and routing come from in-process caches;
 a warm request touches no database."""
 
+import asyncio
+
 import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
@@ -60,7 +62,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     except GatewayError as error:
         call.fail(error.status, error.code, error.message)
         return errors.openai_response(error)
-    except BaseException:
+    except asyncio.CancelledError:
+        call.fail(499, "cancelled", "the request was cancelled before it completed")
+        raise
+    except Exception:
         call.fail(500, "internal_error", "unexpected error in the gateway")
         raise
     finally:

@@ -23,6 +23,7 @@ class Script:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before the response starts
     chunk_delay: float = 0.0  # seconds between stream events
+    first_event_delay: float = 0.0  # seconds between a stream's headers and its first event
     cut_after: int | None = None  # drop the connection after this many stream events
     prompt_tokens: int = 11
     cached_tokens: int = 0
@@ -144,6 +145,7 @@ class FakeOpenAI:
             headers={"Content-Type": "text/event-stream", **script.headers}
         )
         await response.prepare(request)
+        await asyncio.sleep(script.first_event_delay)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         for count, event in enumerate(_events(body, script, include_usage)):
             if script.cut_after is not None and count >= script.cut_after:

@@ -83,6 +83,18 @@ def test_it_stops_reading_from_the_provider_when_the_client_leaves(
     assert record.latency_ms < 2000  # the full stream would take 5 s
 
 
+def test_it_logs_a_client_that_leaves_before_the_first_event(
+    gateway: LiveServer, openai_provider: Provider, bob_key: str, upstream: FakeOpenAI
+) -> None:
+    upstream.script(first_event_delay=1)
+
+    read_then_leave(gateway, bob_key, lines=0)
+
+    record = _first_record_within(seconds=3)
+    assert (record.status_code, record.disconnected, record.output_tokens) == (499, True, 0)
+    assert record.latency_ms < 1000
+
+
 def read_then_leave(gateway: LiveServer, key: str, lines: int) -> list[str]:
     """Start a stream, read a few lines of it, and close the connection."""
     with httpx.stream(
