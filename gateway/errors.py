@@ -1,5 +1,6 @@
 """Errors the gateway answers with, rendered in the caller's own API format."""
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -71,12 +72,13 @@ def openai_body(error: GatewayError) -> dict[str, Any]:
     }
 
 
-def openai_response(error: GatewayError) -> HttpResponse:
-    response = HttpResponse(
-        orjson.dumps(openai_body(error)),
-        status=error.status,
-        content_type="application/json",
+def response(
+    error: GatewayError, body: Callable[[GatewayError], dict[str, Any]] = openai_body
+) -> HttpResponse:
+    """The error as an HTTP response, its body in the shape `body` gives (the caller's format)."""
+    reply = HttpResponse(
+        orjson.dumps(body(error)), status=error.status, content_type="application/json"
     )
     for name, value in error.headers.items():
-        response[name] = value
-    return response
+        reply[name] = value
+    return reply

@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import ResolverMatch, URLPattern, get_resolver
 from django.urls.resolvers import RoutePattern
 
-from gateway import errors, openai
+from gateway import errors, formats
 from gateway.accounting import Call
 
 logger = logging.getLogger(__name__)
@@ -157,11 +157,12 @@ class GatewayHandler(ASGIHandler):
 
     def _too_large(self, scope: dict[str, Any], request_id: str) -> HttpResponseBase:
         request = GatewayRequest(scope, b"", request_id)
-        call = Call(request, openai.INGRESS)
+        ingress = formats.for_path(request.path)
+        call = Call(request, ingress.name)
         error = errors.too_large(settings.GATEWAY_MAX_BODY_BYTES)
         call.fail(error.status, error.code, error.message)
         call.finish()
-        response = errors.openai_response(error)
+        response = errors.response(error, ingress.error_body)
         response["Connection"] = "close"  # the rest of the body is not read
         return response
 

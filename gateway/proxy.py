@@ -1,19 +1,27 @@
-"""Calling the provider and relaying its answer, with the usage read on the way."""
+"""Calling the provider and relaying its answer, with the usage read on the way.
+
+Two ways through: same-format traffic passes through as bytes (only usage is read, and the
+model name restored), other traffic is converted via the canonical representation.
+"""
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 from django.http import HttpResponse, StreamingHttpResponse
+from yarl import URL
 
-from gateway import openai
 from gateway.accounting import Call
 from gateway.errors import GatewayError, upstream_error, upstream_timeout
+from gateway.formats import Decoder, Encoder, Scan
+from gateway.formats import canonical as c
+from gateway.formats.openai_chat import UpstreamStreamError
 from providers.cache import Upstream
 from providers.pricing import Usage
-from thinkwatch.lib import http, sse
+from thinkwatch.lib import aws, http, sse
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +45,24 @@ def _broken(upstream: Upstream, exc: Exception) -> GatewayError:
     )
 
 
-async def _open(upstream: Upstream, body: bytes) -> aiohttp.ClientResponse:
+async def open_upstream(
+    upstream: Upstream, url: str, body: bytes, headers: dict[str, str] | None = None
+) -> aiohttp.ClientResponse:
     endpoint = upstream.endpoint
+    sent = {**endpoint.headers, **headers} if headers else endpoint.headers
+    target: str | URL = url
+    if endpoint.aws is not None:
+        sent = aws.sign(endpoint.aws, "bedrock", url, body, sent)
+        target = URL(url, encoded=True)  # sent exactly as signed
     try:
-        return await http.session().post(
-            endpoint.chat_url, data=body, headers=endpoint.headers, timeout=endpoint.timeout
-        )
+        return await http.session().post(target, data=body, headers=sent, timeout=endpoint.timeout)
     except TimeoutError:
         raise _timed_out(upstream) from None
     except aiohttp.ClientError as exc:
         raise _broken(upstream, exc) from None
 
 
-async def _refusal(
-    upstream: Upstream, response: aiohttp.ClientResponse, asked: str
-) -> GatewayError:
+async def refusal(upstream: Upstream, response: aiohttp.ClientResponse, asked: str) -> GatewayError:
     """The error to answer with when the provider did not return 2xx."""
     status = response.status
     try:
@@ -59,22 +70,34 @@ async def _refusal(
     except (TimeoutError, aiohttp.ClientError):
         raw = b""
     detail = _error_detail(raw)
+    message = str(detail.get("message") or "")
+    auth_failed = status in (401, 403) or (status == 400 and "API key not valid" in message)
     # An auth failure's message may quote part of the gateway's provider key: not logged.
-    logged_detail = "" if status in (401, 403) else str(detail.get("message", ""))[:300]
     logger.warning(
         "upstream.error",
-        extra={"provider": upstream.provider_name, "status": status, "detail": logged_detail},
+        extra={
+            "provider": upstream.provider_name,
+            "status": status,
+            "detail": "" if auth_failed else message[:300],
+            "aws_error": response.headers.get("x-amzn-ErrorType", ""),
+        },
     )
     name = upstream.provider_name
-    if status in _RELAYED:
-        message = str(
-            detail.get("message") or f"The provider '{name}' rejected the request (HTTP {status})."
+    if auth_failed:
+        return upstream_error(
+            f"The provider '{name}' refused the gateway's credentials; an administrator must "
+            "check this provider's API key.",
+            "upstream_auth_failed",
         )
+    if status in _RELAYED:
+        code = detail.get("code")
         return GatewayError(
             status,
             str(detail.get("type") or "invalid_request_error"),
-            message.replace(upstream.upstream_model, asked),
-            str(detail["code"]) if detail.get("code") else None,
+            (message or f"The provider '{name}' rejected the request (HTTP {status}).").replace(
+                upstream.upstream_model, asked
+            ),
+            str(code) if isinstance(code, str) else None,
         )
     if status == 429:
         retry_after = response.headers.get("Retry-After")
@@ -85,28 +108,151 @@ async def _refusal(
             "upstream_rate_limited",
             {"Retry-After": retry_after} if retry_after else None,
         )
-    if status in (401, 403):
-        return upstream_error(
-            f"The provider '{name}' refused the gateway's credentials; an administrator must "
-            "check this provider's API key.",
-            "upstream_auth_failed",
-        )
     if status == 408:
         return _timed_out(upstream)
     return upstream_error(f"The provider '{name}' returned HTTP {status}.")
 
 
-def _error_detail(raw: bytes) -> dict[str, object]:
+def _error_detail(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {}
-    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return {}
+    error = body.get("error")
     if isinstance(error, dict):
         return error
     if isinstance(error, str):
         return {"message": error}
+    if isinstance(body.get("message"), str):  # AWS
+        return {"message": body["message"]}
     return {}
+
+
+def cost_header(cost: float) -> str:
+    return f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+
+
+Render = Callable[[Any, bytes], tuple[bytes, Usage | None]]
+
+
+async def fetch(
+    upstream: Upstream, url: str, body: bytes, asked: str, headers: dict[str, str] | None = None
+) -> tuple[Any, bytes]:
+    """A non-streaming call: the provider's JSON answer, parsed, and its bytes."""
+    response = await open_upstream(upstream, url, body, headers)
+    try:
+        if response.status >= 300:
+            raise await refusal(upstream, response, asked)
+        try:
+            data = await response.read()
+        except TimeoutError:
+            raise _timed_out(upstream) from None
+        except aiohttp.ClientError as exc:
+            raise _broken(upstream, exc) from None
+    finally:
+        response.release()
+    try:
+        return orjson.loads(data), data
+    except orjson.JSONDecodeError:
+        raise upstream_error(
+            f"The provider '{upstream.provider_name}' returned a body that is not JSON.",
+            "upstream_invalid_response",
+        ) from None
+
+
+def reply(call: Call, upstream: Upstream, out: bytes, usage: Usage | None) -> HttpResponse:
+    if usage is not None:
+        call.usage = usage
+    call.status = 200
+    response = HttpResponse(out, content_type="application/json")
+    response["x-thinkwatch-provider"] = upstream.provider_name
+    response["x-thinkwatch-cost-usd"] = cost_header(call.cost())
+    return response
+
+
+def unreadable(upstream: Upstream, exc: Exception) -> GatewayError:
+    logger.warning(
+        "upstream.unreadable", extra={"provider": upstream.provider_name, "reason": repr(exc)[:200]}
+    )
+    return upstream_error(
+        f"The provider '{upstream.provider_name}' returned an answer the gateway cannot read.",
+        "upstream_invalid_response",
+    )
+
+
+async def complete(
+    call: Call,
+    upstream: Upstream,
+    url: str,
+    body: bytes,
+    render: Render,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    """A non-streaming call: `render` turns the provider's JSON (and its bytes) into the
+    client's bytes and the usage."""
+    answer, data = await fetch(upstream, url, body, call.model, headers)
+    try:
+        out, usage = render(answer, data)
+    except (UpstreamStreamError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise unreadable(upstream, exc) from None
+    return reply(call, upstream, out, usage)
+
+
+class PassThrough:
+    """Same-format stream: upstream events go out as they came; a scan reads the usage."""
+
+    def __init__(self, scan: Scan) -> None:
+        self.scan = scan
+        self._splitter = sse.EventSplitter()
+        self.content_type = "text/event-stream"
+
+    def forward(self, chunk: bytes) -> bytes:
+        return self.scan.forward(self._splitter.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self._splitter.rest()
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.scan.usage
+
+    @property
+    def deltas(self) -> int:
+        return self.scan.deltas
+
+    @property
+    def error(self) -> str | None:
+        return self.scan.error
+
+
+class Conversion:
+    """Converted stream: provider events are decoded and re-encoded in the client's format."""
+
+    def __init__(self, decoder: Decoder, encoder: Encoder) -> None:
+        self.decoder, self.encoder = decoder, encoder
+        self.content_type = decoder.content_type
+        self.usage: Usage | None = None
+        self.deltas = 0
+        self.error: str | None = None
+
+    def _track(self, events: list[c.Event]) -> list[c.Event]:
+        for event in events:
+            if isinstance(event, c.UsageReport):
+                self.usage = event.usage
+            elif isinstance(event, c.Delta):
+                self.deltas += 1
+        return events
+
+    def forward(self, chunk: bytes) -> bytes:
+        return self.encoder.feed(self._track(self.decoder.feed(chunk)))
+
+    def finish(self) -> bytes:
+        return self.encoder.feed(self._track(self.decoder.close())) + self.encoder.close()
+
+
+Translator = PassThrough | Conversion
 
 
 class EventStream(StreamingHttpResponse):
@@ -117,60 +263,32 @@ class EventStream(StreamingHttpResponse):
         self.source = source
 
 
-def _cost_header(cost: float) -> str:
-    return f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
-
-
-async def complete(call: Call, upstream: Upstream, body: bytes) -> HttpResponse:
-    response = await _open(upstream, body)
-    try:
-        if response.status >= 300:
-            raise await _refusal(upstream, response, call.model)
-        try:
-            data = await response.read()
-        except TimeoutError:
-            raise _timed_out(upstream) from None
-        except aiohttp.ClientError as exc:
-            raise _broken(upstream, exc) from None
-    finally:
-        response.release()
-    try:
-        completion = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise upstream_error(
-            f"The provider '{upstream.provider_name}' returned a body that is not JSON.",
-            "upstream_invalid_response",
-        ) from None
-    usage = openai.usage_of(completion.get("usage") if isinstance(completion, dict) else None)
-    if usage is not None:
-        call.usage = usage
-    if upstream.upstream_model != call.model:
-        data = openai.rename_model(data, upstream.upstream_model, call.model)
-    call.status = 200
-    reply = HttpResponse(data, content_type="application/json")
-    reply["x-thinkwatch-provider"] = upstream.provider_name
-    reply["x-thinkwatch-cost-usd"] = _cost_header(call.cost())
-    return reply
-
-
 async def stream(
-    call: Call, upstream: Upstream, body: bytes, scan: openai.StreamScan
+    call: Call,
+    upstream: Upstream,
+    url: str,
+    body: bytes,
+    translator: Translator,
+    error_event: Callable[[GatewayError], bytes],
+    estimated_input: int,
+    headers: dict[str, str] | None = None,
 ) -> StreamingHttpResponse:
-    response = await _open(upstream, body)
+    response = await open_upstream(upstream, url, body, headers)
     if response.status >= 300:
         try:
-            raise await _refusal(upstream, response, call.model)
+            raise await refusal(upstream, response, call.model)
         finally:
             response.release()
-    if not response.content_type.startswith("text/event-stream"):
+    if response.content_type != translator.content_type:
         response.close()
         raise upstream_error(
-            f"The provider '{upstream.provider_name}' did not answer with an event stream.",
+            f"The provider '{upstream.provider_name}' did not answer with a stream.",
             "upstream_invalid_response",
         )
     call.streamed = True
     call.status = 200
-    reply = EventStream(Relay(call, upstream, response, scan))
+    relay = Relay(call, upstream, response, translator, error_event, estimated_input)
+    reply = EventStream(relay)
     reply["Cache-Control"] = "no-cache"
     reply["X-Accel-Buffering"] = "no"
     reply["x-thinkwatch-provider"] = upstream.provider_name
@@ -178,7 +296,7 @@ async def stream(
 
 
 class Relay:
-    """Upstream events passed through as they arrive; owns the call's log record.
+    """The stream to the client; owns the call's log record.
 
     `close()` settles the record and the upstream connection whether the stream ran to the
     end, failed, or never started (a client that left before the first byte).
@@ -189,9 +307,13 @@ class Relay:
         call: Call,
         upstream: Upstream,
         response: aiohttp.ClientResponse,
-        scan: openai.StreamScan,
+        translator: Translator,
+        error_event: Callable[[GatewayError], bytes],
+        estimated_input: int,
     ) -> None:
-        self.call, self.upstream, self.response, self.scan = call, upstream, response, scan
+        self.call, self.upstream, self.response = call, upstream, response
+        self.translator, self.error_event = translator, error_event
+        self.estimated_input = estimated_input
         self.complete = False
         self.closed = False
 
@@ -199,19 +321,18 @@ class Relay:
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
-        call, scan = self.call, self.scan
-        splitter = sse.EventSplitter()
+        call, translator = self.call, self.translator
         try:
             try:
                 async for chunk in self.response.content.iter_any():
-                    out = scan.forward(splitter.feed(chunk))
+                    out = translator.forward(chunk)
                     if out:
                         call.first_byte()
                         yield out
-                rest = splitter.rest()
+                rest = translator.finish()
+                self.complete = True
                 if rest:
                     yield rest
-                self.complete = True
             except (TimeoutError, aiohttp.ClientError) as exc:
                 error = (
                     _timed_out(self.upstream)
@@ -219,9 +340,18 @@ class Relay:
                     else _broken(self.upstream, exc)
                 )
                 call.fail(error.status, error.code, error.message)
-                yield openai.error_event(error)
-            if scan.error and self.complete:
-                call.error_code, call.error_message = "upstream_stream_error", scan.error
+                yield self.error_event(error)
+            except (UpstreamStreamError, ValueError, KeyError, TypeError) as exc:
+                # The provider reported an error mid-stream, or sent what cannot be read.
+                detail = str(exc) if isinstance(exc, UpstreamStreamError) else "an unreadable event"
+                error = upstream_error(
+                    f"The provider '{self.upstream.provider_name}' sent {detail}.",
+                    "upstream_stream_error",
+                )
+                call.fail(error.status, error.code, str(exc)[:500])
+                yield self.error_event(error)
+            if translator.error and self.complete:
+                call.error_code, call.error_message = "upstream_stream_error", translator.error
         except (asyncio.CancelledError, GeneratorExit):
             call.disconnected = True
             raise
@@ -232,12 +362,16 @@ class Relay:
         if self.closed:
             return
         self.closed = True
-        call, scan = self.call, self.scan
-        if scan.usage is not None:
-            call.usage = scan.usage
-        elif scan.deltas:
-            # The provider bills what it generated even if its usage chunk never came.
-            call.usage = Usage(input=scan.estimated_input, output=scan.deltas)
+        call, translator = self.call, self.translator
+        if translator.usage is not None:
+            call.usage = translator.usage
+        if translator.deltas and (call.usage.output == 0 or not self.complete):
+            # The provider bills what it generated even if its usage never came.
+            call.usage = Usage(
+                input=call.usage.input or self.estimated_input,
+                output=max(call.usage.output, translator.deltas),
+                cached=call.usage.cached,
+            )
             call.estimated = True
         if self.complete:
             self.response.release()

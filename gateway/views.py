@@ -2,66 +2,108 @@
 a warm request touches no database."""
 
 import asyncio
+import time
+from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
+from accounts.cache import KeyGrant
 from accounts.models import Surface
-from gateway import errors, openai, proxy
+from gateway import errors, proxy
 from gateway.accounting import Call
 from gateway.auth import authenticate
 from gateway.errors import GatewayError
-from providers.cache import routes
+from gateway.formats import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_CHAT,
+    OPENAI_RESPONSES,
+    PROVIDER_FORMATS,
+    Ingress,
+    anthropic,
+    bedrock,
+    gemini,
+    openai_chat,
+)
+from gateway.formats import canonical as c
+from gateway.formats import embeddings as embedding_format
+from gateway.formats.openai_chat import estimate_input_tokens, rename_model
+from providers.cache import ModelPlan, Upstream, routes
+from providers.pricing import Usage
 
 
-def _method_not_allowed(allowed: str) -> HttpResponse:
+def error_response(ingress: Ingress, error: GatewayError) -> HttpResponse:
+    return errors.response(error, ingress.error_body)
+
+
+def _method_not_allowed(ingress: Ingress, allowed: str) -> HttpResponse:
     error = GatewayError(
         405, "invalid_request_error", f"Use {allowed} on this endpoint.", "method_not_allowed"
     )
-    response = errors.openai_response(error)
+    response = error_response(ingress, error)
     response["Allow"] = allowed
     return response
 
 
-async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+def unsupported(exc: c.Unsupported) -> GatewayError:
+    return errors.bad_request(
+        f"{exc} Send it to a model served by a provider that has it, or leave it out.",
+        "unsupported_feature",
+    )
+
+
+async def plan_for(grant: KeyGrant, model: str) -> ModelPlan:
+    if not grant.allows_model(model):
+        raise errors.forbidden(
+            f"This API key may not use the model '{model}'.", "model_not_allowed"
+        )
+    plan = (await routes.get()).plan(model)
+    if plan is None:
+        raise errors.not_found(
+            f"The model '{model}' does not exist or is not served by this gateway.",
+            "model_not_found",
+        )
+    if not plan.enabled:
+        raise errors.forbidden(
+            f"The model '{model}' is disabled by an administrator.", "model_disabled"
+        )
+    if not plan.upstreams:
+        raise errors.no_route(f"No enabled provider route serves the model '{model}'.")
+    return plan
+
+
+def _forwarded(request: HttpRequest, ingress: Ingress) -> dict[str, str] | None:
+    found = {
+        name: request.headers[name] for name in ingress.forwarded_headers if name in request.headers
+    }
+    return found or None
+
+
+async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
+    """One model request in any ingress format, to whichever provider serves the model."""
     if request.method != "POST":
-        return _method_not_allowed("POST")
-    call = Call(request, openai.INGRESS)
+        return _method_not_allowed(ingress, "POST")
+    call = Call(request, ingress.name)
     handed_off = False
     try:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
-        payload = openai.parse_request(request.body)
+        payload = ingress.parse(request.body)
         call.model = model = payload["model"]
-        if not grant.allows_model(model):
-            raise errors.forbidden(
-                f"This API key may not use the model '{model}'.", "model_not_allowed"
-            )
-        plan = (await routes.get()).plan(model)
-        if plan is None:
-            raise errors.not_found(
-                f"The model '{model}' does not exist or is not served by this gateway.",
-                "model_not_found",
-            )
-        if not plan.enabled:
-            raise errors.forbidden(
-                f"The model '{model}' is disabled by an administrator.", "model_disabled"
-            )
-        if not plan.upstreams:
-            raise errors.no_route(f"No enabled provider route serves the model '{model}'.")
+        plan = await plan_for(grant, model)
         call.price = plan.price
         call.upstream = upstream = plan.pick()
-        body, added_usage = openai.upstream_body(
-            payload, request.body, upstream.upstream_model, upstream.endpoint.stream_usage
-        )
         if payload.get("stream"):
-            scan = openai.StreamScan(added_usage, upstream.upstream_model, model, body)
-            response = await proxy.stream(call, upstream, body, scan)
+            response = await _stream(request, call, ingress, payload, upstream)
             handed_off = True  # the stream writes the log record when it ends
             return response
-        return await proxy.complete(call, upstream, body)
+        return await _complete(request, call, ingress, payload, upstream)
+    except c.Unsupported as exc:
+        error = unsupported(exc)
+        call.fail(error.status, error.code, error.message)
+        return error_response(ingress, error)
     except GatewayError as error:
         call.fail(error.status, error.code, error.message)
-        return errors.openai_response(error)
+        return error_response(ingress, error)
     except asyncio.CancelledError:
         call.fail(499, "cancelled", "the request was cancelled before it completed")
         raise
@@ -73,43 +115,318 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             call.finish()
 
 
+def _operation(upstream: Upstream, operation: str) -> str:
+    endpoint = upstream.endpoint
+    if not endpoint.supports(operation):  # type: ignore[arg-type]
+        raise c.Unsupported(
+            f"this kind of request ({operation})", f"the provider '{endpoint.name}'"
+        )
+    return endpoint.url(operation, upstream.upstream_model)  # type: ignore[arg-type]
+
+
+async def _complete(
+    request: HttpRequest, call: Call, ingress: Ingress, payload: dict[str, Any], upstream: Upstream
+) -> HttpResponse:
+    endpoint, asked = upstream.endpoint, call.model
+    operation = ingress.passthrough(endpoint.spec)
+    if operation is not None:
+        body, _ = ingress.upstream_body(payload, request.body, upstream.upstream_model, False)
+
+        def same_format(answer: Any, data: bytes) -> tuple[bytes, Any]:
+            usage = ingress.usage_of(answer.get("usage") if isinstance(answer, dict) else None)
+            if upstream.upstream_model != asked:
+                data = rename_model(data, upstream.upstream_model, asked)
+            return data, usage
+
+        url = _operation(upstream, operation)
+        return await proxy.complete(
+            call, upstream, url, body, same_format, _forwarded(request, ingress)
+        )
+    canonical = ingress.decode(payload)
+    provider = PROVIDER_FORMATS[endpoint.spec.format]
+    body = orjson.dumps(provider.encode_request(canonical, upstream.upstream_model, endpoint.spec))
+
+    def converted(answer: Any, data: bytes) -> tuple[bytes, Any]:
+        response = provider.decode_response(answer)
+        return orjson.dumps(ingress.encode_response(response, asked)), response.usage
+
+    return await proxy.complete(call, upstream, _operation(upstream, "chat"), body, converted)
+
+
+async def _stream(
+    request: HttpRequest, call: Call, ingress: Ingress, payload: dict[str, Any], upstream: Upstream
+) -> HttpResponseBase:
+    endpoint, asked = upstream.endpoint, call.model
+    operation = ingress.passthrough(endpoint.spec)
+    if operation is not None:
+        body, added_usage = ingress.upstream_body(
+            payload, request.body, upstream.upstream_model, endpoint.stream_usage
+        )
+        scan = ingress.scan(added_usage, upstream.upstream_model, asked, body)
+        return await proxy.stream(
+            call,
+            upstream,
+            _operation(upstream, operation),
+            body,
+            proxy.PassThrough(scan),
+            ingress.error_event,
+            scan.estimated_input,
+            _forwarded(request, ingress),
+        )
+    canonical = ingress.decode(payload)
+    provider = PROVIDER_FORMATS[endpoint.spec.format]
+    encoded = provider.encode_request(canonical, upstream.upstream_model, endpoint.spec)
+    if endpoint.spec.format == "openai_chat" and not endpoint.stream_usage:
+        encoded.pop("stream_options", None)
+    body = orjson.dumps(encoded)
+    translator = proxy.Conversion(provider.stream_decoder(), ingress.stream_encoder(asked, payload))
+    url = _operation(upstream, "chat_stream")
+    return await proxy.stream(
+        call, upstream, url, body, translator, ingress.error_event, estimate_input_tokens(body)
+    )
+
+
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    return await serve(request, OPENAI_CHAT)
+
+
+async def messages(request: HttpRequest) -> HttpResponseBase:
+    return await serve(request, ANTHROPIC_MESSAGES)
+
+
+async def responses(request: HttpRequest) -> HttpResponseBase:
+    return await serve(request, OPENAI_RESPONSES)
+
+
 async def list_models(request: HttpRequest) -> HttpResponse:
+    """The models the calling key may use, in OpenAI's shape (or Anthropic's, when the
+    client sends `anthropic-version`)."""
+    anthropic = "anthropic-version" in request.headers
+    ingress = ANTHROPIC_MESSAGES if anthropic else OPENAI_CHAT
     if request.method != "GET":
-        return _method_not_allowed("GET")
-    call = Call(request, "openai_models")
+        return _method_not_allowed(ingress, "GET")
+    call = Call(request, "anthropic_models" if anthropic else "openai_models")
     try:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         table = await routes.get()
-        data = [
-            {
-                "id": plan.model_id,
-                "object": "model",
-                "created": plan.created,
-                "owned_by": "thinkwatch",
-            }
-            for plan in table.listed_models()
-            if grant.allows_model(plan.model_id)
-        ]
+        plans = [p for p in table.listed_models() if grant.allows_model(p.model_id)]
         call.status = 200
-        return HttpResponse(
-            orjson.dumps({"object": "list", "data": data}), content_type="application/json"
-        )
+        if anthropic:
+            return _json(
+                {
+                    "data": [
+                        {
+                            "type": "model",
+                            "id": p.model_id,
+                            "display_name": p.display_name or p.model_id,
+                            "created_at": time.strftime(
+                                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.created)
+                            ),
+                        }
+                        for p in plans
+                    ],
+                    "has_more": False,
+                    "first_id": plans[0].model_id if plans else None,
+                    "last_id": plans[-1].model_id if plans else None,
+                }
+            )
+        data = [
+            {"id": p.model_id, "object": "model", "created": p.created, "owned_by": "thinkwatch"}
+            for p in plans
+        ]
+        return _json({"object": "list", "data": data})
     except GatewayError as error:
         call.fail(error.status, error.code, error.message)
-        return errors.openai_response(error)
+        return error_response(ingress, error)
     finally:
         call.finish()
 
 
+def _json(body: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), content_type="application/json")
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return errors.openai_response(
-        errors.not_found(f"There is no endpoint at {request.path} on the AI gateway.")
+    from gateway.formats import for_path
+
+    return error_response(
+        for_path(request.path),
+        errors.not_found(f"There is no endpoint at {request.path} on the AI gateway."),
     )
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    return errors.openai_response(
-        GatewayError(
-            500, "api_error", "The gateway failed to handle this request.", "internal_error"
+    from gateway.formats import for_path
+
+    error = GatewayError(
+        500, "api_error", "The gateway failed to handle this request.", "internal_error"
+    )
+    return error_response(for_path(request.path), error)
+
+
+# --- embeddings -------------------------------------------------------------------------
+
+
+async def embeddings(request: HttpRequest) -> HttpResponseBase:
+    """OpenAI's embeddings API, to OpenAI-format providers (passed through), Gemini and
+    Bedrock's Titan and Cohere embedding models (converted)."""
+    if request.method != "POST":
+        return _method_not_allowed(OPENAI_CHAT, "POST")
+    call = Call(request, embedding_format.INGRESS)
+    try:
+        call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
+        payload = embedding_format.parse_request(request.body)
+        call.model = payload["model"]
+        plan = await plan_for(grant, call.model)
+        call.price = plan.price
+        call.upstream = upstream = plan.pick()
+        dialect = upstream.endpoint.spec.embedding_dialect
+        if dialect == "openai":
+            return await _embed_through(request, call, payload, upstream)
+        if dialect == "gemini":
+            return await _embed_gemini(call, payload, upstream)
+        if dialect == "bedrock":
+            return await _embed_bedrock(call, payload, upstream)
+        raise c.Unsupported("embeddings", f"the provider '{upstream.provider_name}'")
+    except c.Unsupported as exc:
+        error = unsupported(exc)
+        call.fail(error.status, error.code, error.message)
+        return error_response(OPENAI_CHAT, error)
+    except GatewayError as error:
+        call.fail(error.status, error.code, error.message)
+        return error_response(OPENAI_CHAT, error)
+    except Exception:
+        call.fail(500, "internal_error", "unexpected error in the gateway")
+        raise
+    finally:
+        call.finish()
+
+
+async def _embed_through(
+    request: HttpRequest, call: Call, payload: dict[str, Any], upstream: Upstream
+) -> HttpResponse:
+    body = request.body
+    if payload["model"] != upstream.upstream_model:
+        body = orjson.dumps({**payload, "model": upstream.upstream_model})
+
+    def same_format(answer: Any, data: bytes) -> tuple[bytes, Any]:
+        usage = openai_chat.usage_of(answer.get("usage") if isinstance(answer, dict) else None)
+        if upstream.upstream_model != call.model:
+            data = rename_model(data, upstream.upstream_model, call.model)
+        return data, usage
+
+    return await proxy.complete(
+        call, upstream, _operation(upstream, "embeddings"), body, same_format
+    )
+
+
+async def _embed_gemini(call: Call, payload: dict[str, Any], upstream: Upstream) -> HttpResponse:
+    texts = embedding_format.texts_of(payload, "Gemini")
+    body = orjson.dumps(
+        gemini.encode_embeddings(upstream.upstream_model, texts, payload.get("dimensions"))
+    )
+    usage = Usage(input=sum(max(1, len(t) // 4) for t in texts))
+    call.estimated = True  # Gemini's embedding API reports no token count
+
+    def render(answer: Any, data: bytes) -> tuple[bytes, Any]:
+        vectors = gemini.decode_embeddings(answer)
+        out = embedding_format.response_body(
+            call.model, vectors, usage, payload.get("encoding_format", "float")
+        )
+        return orjson.dumps(out), usage
+
+    return await proxy.complete(call, upstream, _operation(upstream, "embeddings"), body, render)
+
+
+async def _embed_bedrock(call: Call, payload: dict[str, Any], upstream: Upstream) -> HttpResponse:
+    texts = embedding_format.texts_of(payload, "AWS Bedrock")
+    model, url = upstream.upstream_model, _operation(upstream, "embeddings")
+    if bedrock.embedding_dialect(model) == "cohere":
+
+        def cohere(answer: Any, data: bytes) -> tuple[bytes, Any]:
+            given = answer["embeddings"]
+            vectors: list[list[float]] = given["float"] if isinstance(given, dict) else given
+            usage = Usage(input=sum(max(1, len(t) // 4) for t in texts))
+            call.estimated = True
+            out = embedding_format.response_body(
+                call.model, vectors, usage, payload.get("encoding_format", "float")
+            )
+            return orjson.dumps(out), usage
+
+        return await proxy.complete(
+            call, upstream, url, orjson.dumps(bedrock.encode_cohere(texts)), cohere
+        )
+    # Titan embeds one text per call: the calls run together, then answer as one.
+    dimensions = payload.get("dimensions")
+    answers = await asyncio.gather(
+        *(
+            proxy.fetch(
+                upstream, url, orjson.dumps(bedrock.encode_titan(t, dimensions)), call.model
+            )
+            for t in texts
         )
     )
+    try:
+        vectors = [answer["embedding"] for answer, _ in answers]
+        usage = Usage(
+            input=sum(int(answer.get("inputTextTokenCount") or 0) for answer, _ in answers)
+        )
+    except (KeyError, TypeError) as exc:
+        raise proxy.unreadable(upstream, exc) from None
+    out = embedding_format.response_body(
+        call.model, vectors, usage, payload.get("encoding_format", "float")
+    )
+    return proxy.reply(call, upstream, orjson.dumps(out), usage)
+
+
+# --- count_tokens (Anthropic) -----------------------------------------------------------
+
+
+async def count_tokens(request: HttpRequest) -> HttpResponseBase:
+    """Anthropic's token counter: asked of Anthropic and Gemini, estimated for the others
+    (`x-thinkwatch-estimated: true`). Counting is free, so the log record has no usage."""
+    ingress = ANTHROPIC_MESSAGES
+    if request.method != "POST":
+        return _method_not_allowed(ingress, "POST")
+    call = Call(request, "anthropic_count_tokens")
+    try:
+        call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
+        payload = anthropic.parse_count_request(request.body)
+        call.model = payload["model"]
+        plan = await plan_for(grant, call.model)
+        call.upstream = upstream = plan.pick()
+        fmt = upstream.endpoint.spec.format
+        if fmt == "anthropic":
+            body, _ = anthropic.upstream_body(payload, request.body, upstream.upstream_model, False)
+            url = _operation(upstream, "count_tokens")
+            answer, _ = await proxy.fetch(
+                upstream, url, body, call.model, _forwarded(request, ingress)
+            )
+            count, estimated = int(answer["input_tokens"]), False
+        elif fmt == "gemini":
+            canonical = anthropic.decode_request({**payload, "max_tokens": 1})
+            body = orjson.dumps(gemini.encode_count(canonical, upstream.upstream_model))
+            answer, _ = await proxy.fetch(
+                upstream, _operation(upstream, "count_tokens"), body, call.model
+            )
+            count, estimated = int(answer["totalTokens"]), False
+        else:
+            count, estimated = estimate_input_tokens(request.body), True
+        call.status = 200
+        response = _json({"input_tokens": count})
+        if estimated:
+            response["x-thinkwatch-estimated"] = "true"
+        return response
+    except c.Unsupported as exc:
+        error = unsupported(exc)
+        call.fail(error.status, error.code, error.message)
+        return error_response(ingress, error)
+    except GatewayError as error:
+        call.fail(error.status, error.code, error.message)
+        return error_response(ingress, error)
+    except (KeyError, TypeError, ValueError) as exc:
+        unreadable = proxy.unreadable(call.upstream, exc)  # type: ignore[arg-type]
+        call.fail(unreadable.status, unreadable.code, unreadable.message)
+        return error_response(ingress, unreadable)
+    finally:
+        call.finish()

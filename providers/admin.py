@@ -9,32 +9,63 @@ from providers.models import AIModel, Provider, Route
 
 class ProviderForm(forms.ModelForm):
     api_key = forms.CharField(
+        label="API key (Bedrock: AWS secret access key)",
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Write-only: stored encrypted, never shown. Leave empty to keep the current key.",
     )
     clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+    aws_session_token = forms.CharField(
+        label="AWS session token",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Bedrock with temporary credentials only. Write-only.",
+    )
 
     class Meta:
         model = Provider
-        fields = ["name", "type", "base_url", "enabled", "read_timeout", "stream_usage"]
+        fields = [
+            "name",
+            "type",
+            "base_url",
+            "api_version",
+            "region",
+            "aws_access_key_id",
+            "enabled",
+            "read_timeout",
+            "stream_usage",
+        ]
 
-    def save(self, commit: bool = True) -> Provider:
-        provider: Provider = super().save(commit=False)
+    def _post_clean(self) -> None:
+        # The model's checks (a key is required) must see the key typed in this form.
         if self.cleaned_data.get("clear_api_key"):
-            provider.set_secret("")
+            self.instance.set_secret("")
         elif self.cleaned_data.get("api_key"):
-            provider.set_secret(self.cleaned_data["api_key"])
-        if commit:
-            provider.save()
-        return provider
+            self.instance.set_secret(self.cleaned_data["api_key"])
+        if self.cleaned_data.get("aws_session_token"):
+            self.instance.set_session_token(self.cleaned_data["aws_session_token"])
+        super()._post_clean()
 
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
     list_display = ["name", "type", "endpoint", "enabled", "has_api_key"]
+    fieldsets = [
+        (None, {"fields": ["name", "type", "base_url", "enabled"]}),
+        ("Credentials (write-only)", {"fields": ["api_key", "clear_api_key"]}),
+        ("Azure OpenAI", {"fields": ["api_version"], "classes": ["collapse"]}),
+        (
+            "AWS Bedrock",
+            {
+                "fields": ["region", "aws_access_key_id", "aws_session_token"],
+                "classes": ["collapse"],
+            },
+        ),
+        ("Behaviour", {"fields": ["read_timeout", "stream_usage"]}),
+    ]
     list_filter = ["type", "enabled"]
     search_fields = ["name"]
 

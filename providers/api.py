@@ -16,7 +16,9 @@ from thinkwatch.edits import apply_edits
 providers_router = Router(tags=["providers"])
 models_router = Router(tags=["models"])
 
-ProviderType = Literal["openai", "openai_compatible"]
+ProviderType = Literal[
+    "openai", "openai_compatible", "azure_openai", "anthropic", "gemini", "bedrock"
+]
 
 
 class ProviderOut(Schema):
@@ -24,6 +26,9 @@ class ProviderOut(Schema):
     name: str
     type: str
     base_url: str = Field(..., alias="effective_base_url")
+    api_version: str
+    region: str
+    aws_access_key_id: str
     enabled: bool
     read_timeout: float | None
     stream_usage: bool
@@ -36,7 +41,14 @@ class ProviderIn(Schema):
     name: str = Field(..., min_length=1, max_length=100)
     type: ProviderType
     base_url: str = ""
-    api_key: str = Field("", description="Write-only; stored encrypted and never returned.")
+    api_key: str = Field(
+        "",
+        description="Write-only; stored encrypted, never returned. Bedrock: the AWS secret key.",
+    )
+    api_version: str = Field("", description="Azure OpenAI's api-version.")
+    region: str = Field("", description="AWS Bedrock's region.")
+    aws_access_key_id: str = ""
+    aws_session_token: str = Field("", description="Bedrock temporary credentials; write-only.")
     enabled: bool = True
     read_timeout: float | None = Field(None, gt=0)
     stream_usage: bool = True
@@ -46,6 +58,12 @@ class ProviderPatch(Schema):
     name: str | None = Field(None, min_length=1, max_length=100)
     base_url: str | None = None
     api_key: str | None = Field(None, description="Write-only. An empty string removes the key.")
+    api_version: str | None = None
+    region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_session_token: str | None = Field(
+        None, description="Write-only. An empty string removes it."
+    )
     enabled: bool | None = None
     read_timeout: float | None = Field(None, gt=0)
     stream_usage: bool | None = None
@@ -72,6 +90,8 @@ def update_provider(request: HttpRequest, provider_id: int, payload: ProviderPat
     changes = payload.dict(exclude_unset=True)
     if "api_key" in changes:
         provider.set_secret(changes.pop("api_key") or "")
+    if "aws_session_token" in changes:
+        provider.set_session_token(changes.pop("aws_session_token") or "")
     return apply_edits(provider, changes)
 
 

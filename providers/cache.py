@@ -7,12 +7,15 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import aiohttp
 
 from providers.models import AIModel, Provider, Route
 from providers.pricing import FREE, Price
+from providers.specs import Operation, ProviderSpec
 from thinkwatch.lib import crypto, http
+from thinkwatch.lib.aws import AwsCredentials
 from thinkwatch.lib.db import off_loop
 
 logger = logging.getLogger(__name__)
@@ -26,11 +29,24 @@ class Endpoint:
 
     id: int
     name: str
-    type: str
-    chat_url: str
-    headers: dict[str, str] = field(repr=False)  # carries the secret
+    spec: ProviderSpec
+    base_url: str
+    headers: dict[str, str] = field(repr=False)  # carries the secret (not for Bedrock)
     timeout: aiohttp.ClientTimeout
     stream_usage: bool
+    api_version: str = ""
+    aws: AwsCredentials | None = field(default=None, repr=False)
+
+    def supports(self, operation: Operation) -> bool:
+        return operation in self.spec.paths
+
+    def url(self, operation: Operation, model: str) -> str:
+        path = self.spec.paths[operation].replace("{model}", quote(model, safe=""))
+        url = self.base_url + path
+        if self.spec.query:
+            query = self.spec.query.format(api_version=quote(self.api_version, safe=""))
+            url += ("&" if "?" in url else "?") + query[1:]
+        return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,7 @@ class ModelPlan:
     price: Price
     upstreams: tuple[Upstream, ...]
     created: int = 0  # unix time the model was registered
+    display_name: str = ""
 
     def pick(self) -> Upstream:
         if len(self.upstreams) == 1:
@@ -89,9 +106,10 @@ class RouteTable:
 
 def _endpoint(provider: Provider) -> Endpoint | None:
     spec = provider.spec
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **spec.static_headers}
     try:
         secret = provider.reveal_secret()
+        session_token = provider.reveal_session_token()
     except crypto.DecryptionError as exc:
         # Left out of the table (its models answer "no route"); the reason is logged.
         logger.error(
@@ -99,16 +117,21 @@ def _endpoint(provider: Provider) -> Endpoint | None:
             extra={"provider": provider.name, "provider_id": provider.pk, "reason": str(exc)},
         )
         return None
-    if secret:
+    aws = None
+    if spec.format == "bedrock":
+        aws = AwsCredentials(provider.aws_access_key_id, secret, session_token, provider.region)
+    elif secret:
         headers[spec.auth_header] = spec.auth_scheme + secret
     return Endpoint(
         id=provider.pk,
         name=provider.name,
-        type=provider.type,
-        chat_url=provider.effective_base_url + spec.chat_path,
+        spec=spec,
+        base_url=provider.effective_base_url,
         headers=headers,
         timeout=http.timeout(provider.read_timeout),
         stream_usage=provider.stream_usage,
+        api_version=provider.api_version,
+        aws=aws,
     )
 
 
@@ -150,6 +173,7 @@ def load_route_table() -> RouteTable:
             _price(m),
             tuple(routes.get(m.pk, ())),
             int(m.created_at.timestamp()),
+            m.display_name,
         )
         for m in AIModel.objects.all()
     }

@@ -9,6 +9,7 @@ from providers.specs import SPECS, TYPE_CHOICES, ProviderSpec
 from thinkwatch.lib import crypto
 
 SECRET_PURPOSE = "providers.Provider.secret"  # noqa: S105 (a label, not a secret)
+SESSION_TOKEN_PURPOSE = "providers.Provider.session_token"  # noqa: S105
 
 model_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$",
@@ -34,8 +35,22 @@ class Provider(models.Model):
         help_text="Leave empty for the provider's public endpoint. Include the API version "
         "path, e.g. http://ollama:11434/v1.",
     )
-    # An AES-256-GCM envelope (thinkwatch.lib.crypto); never shown or returned.
+    # AES-256-GCM envelopes (thinkwatch.lib.crypto); never shown or returned. The secret is
+    # the API key, or for Bedrock the AWS secret access key.
     secret = models.TextField(blank=True, editable=False)
+    session_token = models.TextField(blank=True, editable=False)
+    api_version = models.CharField(
+        max_length=40, blank=True, help_text="Azure OpenAI: the api-version, e.g. 2024-10-21."
+    )
+    region = models.CharField(
+        max_length=40,
+        blank=True,
+        validators=[RegexValidator(r"^[a-z]{2}(-[a-z]+)+-\d$", "An AWS region such as us-east-1.")],
+        help_text="AWS Bedrock: the region, e.g. us-east-1.",
+    )
+    aws_access_key_id = models.CharField(
+        "AWS access key id", max_length=128, blank=True, help_text="AWS Bedrock only."
+    )
     enabled = models.BooleanField(default=True)
     read_timeout = models.FloatField(
         null=True,
@@ -63,7 +78,8 @@ class Provider(models.Model):
 
     @property
     def effective_base_url(self) -> str:
-        return (self.base_url or self.spec.default_base_url).rstrip("/")
+        url = self.base_url or self.spec.default_base_url.format(region=self.region or "{region}")
+        return url.rstrip("/")
 
     @property
     def has_secret(self) -> bool:
@@ -75,9 +91,28 @@ class Provider(models.Model):
     def reveal_secret(self) -> str:
         return crypto.decrypt(self.secret, SECRET_PURPOSE) if self.secret else ""
 
+    def set_session_token(self, plaintext: str) -> None:
+        self.session_token = crypto.encrypt(plaintext, SESSION_TOKEN_PURPOSE) if plaintext else ""
+
+    def reveal_session_token(self) -> str:
+        return (
+            crypto.decrypt(self.session_token, SESSION_TOKEN_PURPOSE) if self.session_token else ""
+        )
+
     def clean(self) -> None:
-        if self.type in SPECS and not self.effective_base_url:
-            raise ValidationError({"base_url": "This provider type needs a base URL."})
+        if self.type not in SPECS:
+            return
+        spec, errors = self.spec, {}
+        if "{" in self.effective_base_url or not self.effective_base_url:
+            errors["base_url"] = "This provider type needs a base URL."
+        for name in spec.needs:
+            if not getattr(self, name):
+                errors[name] = f"A {self.spec.label} provider needs this."
+        if spec.secret_required and not self.secret:
+            what = "AWS secret access key" if spec.format == "bedrock" else "API key"
+            errors["api_key"] = f"A {spec.label} provider needs its {what}."
+        if errors:
+            raise ValidationError(errors)
 
 
 class AIModel(models.Model):

@@ -7,6 +7,10 @@ from thinkwatch import health
 
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions),
+    path("v1/messages", views.messages),
+    path("v1/messages/count_tokens", views.count_tokens),
+    path("v1/responses", views.responses),
+    path("v1/embeddings", views.embeddings),
     path("v1/models", views.list_models),
     path("health/live", health.live),
     path("health/ready", health.ready),

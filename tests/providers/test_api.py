@@ -40,7 +40,7 @@ def test_it_documents_the_secret_as_write_only(api: Client) -> None:
 
 
 def test_it_removes_a_provider_secret_with_an_empty_string(api: Client) -> None:
-    provider = ProviderFactory()
+    provider = ProviderFactory(type="openai_compatible")
 
     response = api.patch(
         f"/api/providers/{provider.pk}", {"api_key": ""}, content_type="application/json"
@@ -56,6 +56,17 @@ def test_it_keeps_the_secret_when_a_patch_leaves_it_out(api: Client) -> None:
 
     provider.refresh_from_db()
     assert provider.reveal_secret() == "sk-keep-me"
+
+
+def test_it_refuses_to_remove_the_key_a_provider_type_needs(api: Client) -> None:
+    provider = ProviderFactory(type="openai")
+
+    response = api.patch(
+        f"/api/providers/{provider.pk}", {"api_key": ""}, content_type="application/json"
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "api_key"
 
 
 def test_it_requires_a_base_url_for_a_compatible_provider(api: Client) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from providers.models import SECRET_PURPOSE, Provider
+from providers.models import SECRET_PURPOSE, SESSION_TOKEN_PURPOSE, Provider
 from thinkwatch.lib import crypto
 
 
@@ -18,13 +18,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         moved = 0
+        fields = (("secret", SECRET_PURPOSE), ("session_token", SESSION_TOKEN_PURPOSE))
         with transaction.atomic():
-            for provider in Provider.objects.select_for_update().exclude(secret=""):
-                if crypto.sealed_by_current_key(provider.secret):
-                    continue
-                provider.secret = crypto.encrypt(
-                    crypto.decrypt(provider.secret, SECRET_PURPOSE), SECRET_PURPOSE
-                )
-                provider.save(update_fields=["secret"])
-                moved += 1
+            for provider in Provider.objects.select_for_update():
+                for name, purpose in fields:
+                    envelope = getattr(provider, name)
+                    if envelope and not crypto.sealed_by_current_key(envelope):
+                        plain = crypto.decrypt(envelope, purpose)
+                        setattr(provider, name, crypto.encrypt(plain, purpose))
+                        provider.save(update_fields=[name])
+                        moved += 1
         self.stdout.write(f"Re-encrypted {moved} secret(s) under the current master key.")
