@@ -38,15 +38,16 @@ class ProviderForm(forms.ModelForm):
             "stream_usage",
         ]
 
-    def _post_clean(self) -> None:
-        # The model's checks (a key is required) must see the key typed in this form.
-        if self.cleaned_data.get("clear_api_key"):
+    def clean(self) -> dict[str, Any]:
+        # Runs before the model's own checks, which must see the key typed in this form.
+        data = super().clean() or {}
+        if data.get("clear_api_key"):
             self.instance.set_secret("")
-        elif self.cleaned_data.get("api_key"):
-            self.instance.set_secret(self.cleaned_data["api_key"])
-        if self.cleaned_data.get("aws_session_token"):
-            self.instance.set_session_token(self.cleaned_data["aws_session_token"])
-        super()._post_clean()
+        elif data.get("api_key"):
+            self.instance.set_secret(data["api_key"])
+        if data.get("aws_session_token"):
+            self.instance.set_session_token(data["aws_session_token"])
+        return data
 
 
 @admin.register(Provider)

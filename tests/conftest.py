@@ -13,9 +13,23 @@ from audit.models import GatewayLog
 from gateway import logs
 from providers.models import Provider
 from tests.factories import ProviderFactory, UserFactory, make_key
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.base import FakeServer
+from tests.fakes.bedrock_upstream import FakeBedrock
+from tests.fakes.gemini_upstream import FakeGemini
+from tests.fakes.openai_upstream import FakeAzureOpenAI, FakeOpenAI
 
 UPSTREAM_SECRET = "sk-upstream-secret"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Iterator[None]:
+    """Every persona has a password; hashing them with production's PBKDF2 rounds would
+    cost half a second a test."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 def database_url(connection: Any) -> str:
@@ -79,6 +93,20 @@ def upstream(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
     fake_openai.reset()
     yield fake_openai
     fake_openai.reset()
+
+
+@pytest.fixture(scope="session")
+def fakes(fake_openai: FakeOpenAI) -> Iterator[dict[str, FakeServer]]:
+    """One fake per provider type (the OpenAI fake serves OpenAI-compatible too)."""
+    started: dict[str, FakeServer] = {
+        "azure_openai": FakeAzureOpenAI().start(),
+        "anthropic": FakeAnthropic().start(),
+        "gemini": FakeGemini().start(),
+        "bedrock": FakeBedrock().start(),
+    }
+    yield {"openai": fake_openai, "openai_compatible": fake_openai, **started}
+    for fake in started.values():
+        fake.stop()
 
 
 @pytest.fixture
