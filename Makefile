@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1s
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench lock clean
+.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench bench-converted lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ check: lint typecheck test ## everything CI runs
 
 bench: $(STAMP) ## ../shared/bench against LiteLLM, the gateway as make run starts it
 	bash bench/run.sh $(BENCH_ARGS)
+
+bench-converted: $(STAMP) ## an Anthropic client to an OpenAI provider, against LiteLLM
+	bash bench/provision.sh
+	python3 bench/converted.py $(BENCH_ARGS)
 
 lock: ## re-pin requirements.lock from pyproject.toml
 	rm -rf /tmp/tw-lock && $(PYTHON) -m venv /tmp/tw-lock

@@ -520,3 +520,149 @@ def test_it_sends_image_data_to_bedrock_in_its_own_shape(
 
     block = reset["bedrock"].requests[-1].body["messages"][0]["content"][1]
     assert block == {"image": {"format": "png", "source": {"bytes": PIXEL}}}
+
+
+# --- parameters, in each provider's own terms ------------------------------------------------
+
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Weather",
+        "input_schema": {"type": "object", "properties": {}},
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "read", "forced", "named"),
+    [
+        (
+            "openai",
+            lambda b: b["tool_choice"],
+            "required",
+            {"type": "function", "function": {"name": "get_weather"}},
+        ),
+        (
+            "anthropic",
+            lambda b: b["tool_choice"],
+            {"type": "any"},
+            {"type": "tool", "name": "get_weather"},
+        ),
+        (
+            "gemini",
+            lambda b: b["toolConfig"]["functionCallingConfig"],
+            {"mode": "ANY"},
+            {"mode": "ANY", "allowedFunctionNames": ["get_weather"]},
+        ),
+        (
+            "bedrock",
+            lambda b: b["toolConfig"]["toolChoice"],
+            {"any": {}},
+            {"tool": {"name": "get_weather"}},
+        ),
+    ],
+)
+def test_it_maps_tool_choice(
+    claude: anthropic.Anthropic,
+    reset: dict[str, FakeServer],
+    kind: str,
+    read: Any,
+    forced: Any,
+    named: Any,
+) -> None:
+    route(kind, reset[kind])
+
+    claude.messages.create(
+        model=MODEL, max_tokens=50, messages=HELLO, tools=TOOLS, tool_choice={"type": "any"}
+    )
+    claude.messages.create(
+        model=MODEL,
+        max_tokens=50,
+        messages=HELLO,
+        tools=TOOLS,
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )
+
+    first, second = (read(r.body) for r in reset[kind].requests)
+    assert (first, second) == (forced, named)
+
+
+@pytest.mark.parametrize(
+    ("kind", "read"),
+    [
+        ("openai", lambda b: (b["stop"], b["temperature"], b["top_p"], b["max_completion_tokens"])),
+        (
+            "gemini",
+            lambda b: tuple(
+                b["generationConfig"][k]
+                for k in ("stopSequences", "temperature", "topP", "maxOutputTokens")
+            ),
+        ),
+        (
+            "bedrock",
+            lambda b: tuple(
+                b["inferenceConfig"][k]
+                for k in ("stopSequences", "temperature", "topP", "maxTokens")
+            ),
+        ),
+    ],
+)
+def test_it_maps_sampling_parameters(
+    claude: anthropic.Anthropic, reset: dict[str, FakeServer], kind: str, read: Any
+) -> None:
+    route(kind, reset[kind])
+
+    sampling = {"temperature": 0.3, "top_p": 0.9}  # this SDK version has no keywords for them
+    claude.messages.create(
+        model=MODEL, max_tokens=77, messages=HELLO, stop_sequences=["END"], extra_body=sampling
+    )
+
+    assert read(reset[kind].requests[-1].body) == (["END"], 0.3, 0.9, 77)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini", "bedrock"])
+def test_it_maps_a_length_stop_for_chat_clients(
+    chat: openai.OpenAI, reset: dict[str, FakeServer], kind: str
+) -> None:
+    route(kind, reset[kind])
+    reset[kind].script(stop="max_tokens")
+
+    completion = chat.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=5)
+
+    assert completion.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini", "bedrock"])
+def test_it_maps_a_length_stop_for_anthropic_clients(
+    claude: anthropic.Anthropic, reset: dict[str, FakeServer], kind: str
+) -> None:
+    route(kind, reset[kind])
+    reset[kind].script(stop="max_tokens")
+
+    with claude.messages.stream(model=MODEL, max_tokens=5, messages=HELLO) as stream:
+        message = stream.get_final_message()
+
+    assert message.stop_reason == "max_tokens"
+
+
+def test_it_asks_gemini_for_json_with_the_clients_schema(
+    chat: openai.OpenAI, reset: dict[str, FakeServer]
+) -> None:
+    route("gemini", reset["gemini"])
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+    }
+
+    chat.chat.completions.create(
+        model=MODEL,
+        messages=HELLO,
+        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}},
+    )
+
+    config = reset["gemini"].requests[-1].body["generationConfig"]
+    assert (config["responseMimeType"], config["responseJsonSchema"]) == (
+        "application/json",
+        schema,
+    )
