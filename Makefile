@@ -45,7 +45,7 @@ fmt: $(STAMP) ## format and fix what ruff can
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(STAMP) ## mypy on the package
-	THINKWATCH_DATA_DIR=var/lint $(VENV)/bin/mypy thinkwatch accounts providers gateway audit
+	THINKWATCH_DATA_DIR=var/lint $(VENV)/bin/mypy thinkwatch accounts providers gateway quotas audit
 
 check: lint typecheck test ## everything CI runs
 

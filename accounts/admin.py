@@ -14,7 +14,16 @@ from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.html import format_html
 
-from accounts.models import ApiKey, KeyLifecycleError, Membership, Organisation, Surface, Team
+from accounts.models import (
+    ApiKey,
+    KeyLifecycleError,
+    Membership,
+    Organisation,
+    Role,
+    RoleAssignment,
+    Surface,
+    Team,
+)
 
 
 def _site_name() -> str:
@@ -35,6 +44,23 @@ class OrganisationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class RoleAssignmentInline(admin.TabularInline):
+    model = RoleAssignment
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Role)
+class RoleAdmin(admin.ModelAdmin):
+    list_display = ["name", "builtin", "description"]
+    search_fields = ["name"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [RoleAssignmentInline]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None or not obj.builtin
 
 
 class MembershipInline(admin.TabularInline):

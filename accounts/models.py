@@ -255,3 +255,47 @@ class ApiKey(models.Model):
             key.save(update_fields=["grace_ends_at"])
         self.refresh_from_db()
         return successor, plaintext
+
+
+class Role(models.Model):
+    """A role users hold, globally or within one team. Roles carry default rate limits and
+    budgets (quotas app); permissions come with the access-control work."""
+
+    name = models.CharField(max_length=60, unique=True)
+    slug = models.SlugField(max_length=60, unique=True)
+    description = models.TextField(blank=True)
+    builtin = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RoleAssignment(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="role_assignments"
+    )
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="assignments")
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        help_text="Empty: the role holds everywhere. Set: only for this team's keys.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "role", "team"], name="role_assignment_unique"),
+            models.UniqueConstraint(
+                fields=["user", "role"],
+                condition=models.Q(team__isnull=True),
+                name="role_assignment_global_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} as {self.role}" + (f" in {self.team}" if self.team_id else "")

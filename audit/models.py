@@ -45,3 +45,23 @@ class GatewayLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.model} {self.status_code}"
+
+
+class AuditEvent(models.Model):
+    """Something that happened to the installation: a change made by an admin, a budget
+    crossing a threshold, counters being reset."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)  # e.g. budget.threshold_crossed
+    actor_id = models.BigIntegerField(null=True)  # the user, when one acted
+    actor = models.CharField(max_length=254, blank=True)  # a readable name, kept if the user goes
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=200, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    client_ip = models.GenericIPAddressField(null=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type}:{self.object_id}"

@@ -17,8 +17,14 @@ THINKWATCH_ADMIN_PASSWORD="Bench-admin-pw-1" THINKWATCH_PROVIDER_API_KEY="sk-ben
     --provider-base-url http://127.0.0.1:18080/v1 --issue-key bench |
   "$python" -c 'import json, sys; print(json.load(sys.stdin)["api_key"])' > "$data/key"
 chmod 600 "$data/key"
+# Governance on the bench key: a rate-limit rule and a budget, both far from triggering.
 "$python" manage.py shell -c '
 from decimal import Decimal
+from accounts.models import ApiKey
 from providers.models import AIModel, Provider, Route
+from quotas.models import Budget, RateLimitRule
 model = AIModel.objects.create(model_id="gpt-4o-mini", input_price=Decimal("0.15"), output_price=Decimal("0.60"))
-Route.objects.create(model=model, provider=Provider.objects.get())'
+Route.objects.create(model=model, provider=Provider.objects.get())
+key = str(ApiKey.objects.get().pk)
+RateLimitRule.objects.create(subject_kind="api_key", subject_id=key, window=60, limit=100_000_000, reason="bench")
+Budget.objects.create(subject_kind="api_key", subject_id=key, period="month", unit="usd", limit=Decimal("1000000"), reason="bench")'

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import logs
 from providers.pricing import FREE, Usage
+from quotas import admission
+from quotas.counters import Verdict
 
 if TYPE_CHECKING:
     from accounts.cache import KeyGrant
@@ -26,6 +28,7 @@ class Call:
         "ingress",
         "model",
         "price",
+        "quota",
         "request",
         "started",
         "started_wall",
@@ -55,6 +58,7 @@ class Call:
         self.error_message = ""
         self.disconnected = False
         self.estimated = False
+        self.quota: Verdict | None = None  # the request's admission, settled at the end
         self._done = False
 
     def first_byte(self) -> None:
@@ -76,6 +80,7 @@ class Call:
         self._done = True
         if getattr(self.request, "client_disconnected", False):
             self.disconnected = True
+        admission.settle(self)
         logs.submit(self._record())
 
     def _record(self) -> dict[str, Any]:

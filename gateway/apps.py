@@ -11,10 +11,12 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
 
-        from accounts.models import ApiKey, Membership, Team
+        from accounts.models import ApiKey, Membership, Role, RoleAssignment, Team
         from providers.models import AIModel, Provider, Route
+        from quotas.models import Budget, QuotaReset, RateLimitRule
 
-        for model in (ApiKey, Team, Membership, Provider, AIModel, Route, get_user_model()):
+        watched = (ApiKey, Team, Membership, Role, RoleAssignment, Provider, AIModel, Route)
+        for model in (*watched, RateLimitRule, Budget, QuotaReset, get_user_model()):
             post_save.connect(
                 _changed, sender=model, dispatch_uid=f"revision-save-{model.__name__}"
             )

@@ -8,6 +8,7 @@ query per interval, never on a request) and reloads.
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from django.db import transaction
 from django.db.models import F
@@ -16,6 +17,7 @@ from django.utils import timezone
 from accounts.cache import keys
 from gateway.models import ConfigRevision
 from providers.cache import routes
+from quotas.cache import quotas
 from thinkwatch.lib.db import off_loop
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ def bump() -> None:
 def invalidate_local() -> None:
     keys.clear()
     routes.clear()
+    quotas.clear()
 
 
 def current() -> Revision:
@@ -52,7 +55,9 @@ async def load() -> Revision:
     return revision
 
 
-async def watch(seen: Revision, interval: float) -> None:
+async def watch(
+    seen: Revision, interval: float, on_change: Callable[[], Awaitable[None]] | None = None
+) -> None:
     """Reload when the revision moves; runs for the life of a gateway process."""
     while True:
         await asyncio.sleep(interval)
@@ -60,7 +65,10 @@ async def watch(seen: Revision, interval: float) -> None:
             revision = await _current()
             if revision != seen:
                 keys.clear()
+                quotas.clear()
                 await routes.reload()
+                if on_change is not None:
+                    await on_change()
                 seen = revision
                 logger.info("config.reloaded", extra={"revision": revision[0]})
         except asyncio.CancelledError:

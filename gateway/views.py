@@ -30,6 +30,7 @@ from gateway.formats import embeddings as embedding_format
 from gateway.formats.openai_chat import estimate_input_tokens, rename_model
 from providers.cache import ModelPlan, Upstream, routes
 from providers.pricing import Usage
+from quotas import admission
 
 
 def error_response(ingress: Ingress, error: GatewayError) -> HttpResponse:
@@ -72,6 +73,16 @@ async def plan_for(grant: KeyGrant, model: str) -> ModelPlan:
     return plan
 
 
+def _subjects(call: Call, upstream: Upstream) -> tuple[tuple[str, Any], ...]:
+    """The subjects besides the key and its owner whose limits apply to a model request."""
+    grant = call.grant
+    return (
+        ("team", grant.team_id if grant else None),
+        ("provider", upstream.provider_id),
+        ("model", call.model),
+    )
+
+
 def _forwarded(request: HttpRequest, ingress: Ingress) -> dict[str, str] | None:
     found = {
         name: request.headers[name] for name in ingress.forwarded_headers if name in request.headers
@@ -92,11 +103,16 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
         plan = await plan_for(grant, model)
         call.price = plan.price
         call.upstream = upstream = plan.pick()
+        cost = admission.worst_case(plan.price, len(request.body), ingress.max_tokens(payload))
+        await admission.admit(call, "ai_gateway", _subjects(call, upstream), cost)
         if payload.get("stream"):
             response = await _stream(request, call, ingress, payload, upstream)
             handed_off = True  # the stream writes the log record when it ends
-            return response
-        return await _complete(request, call, ingress, payload, upstream)
+        else:
+            response = await _complete(request, call, ingress, payload, upstream)
+        for name, value in admission.headers(call.quota).items():
+            response[name] = value
+        return response
     except c.Unsupported as exc:
         error = unsupported(exc)
         call.fail(error.status, error.code, error.message)
@@ -280,14 +296,16 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         plan = await plan_for(grant, call.model)
         call.price = plan.price
         call.upstream = upstream = plan.pick()
+        cost = admission.worst_case(plan.price, len(request.body), 0)
+        await admission.admit(call, "ai_gateway", _subjects(call, upstream), cost)
         dialect = upstream.endpoint.spec.embedding_dialect
-        if dialect == "openai":
-            return await _embed_through(request, call, payload, upstream)
-        if dialect == "gemini":
-            return await _embed_gemini(call, payload, upstream)
-        if dialect == "bedrock":
-            return await _embed_bedrock(call, payload, upstream)
-        raise c.Unsupported("embeddings", f"the provider '{upstream.provider_name}'")
+        embed = _EMBEDDERS.get(dialect)
+        if embed is None:
+            raise c.Unsupported("embeddings", f"the provider '{upstream.provider_name}'")
+        response = await embed(request, call, payload, upstream)
+        for name, value in admission.headers(call.quota).items():
+            response[name] = value
+        return response
     except c.Unsupported as exc:
         error = unsupported(exc)
         call.fail(error.status, error.code, error.message)
@@ -320,7 +338,9 @@ async def _embed_through(
     )
 
 
-async def _embed_gemini(call: Call, payload: dict[str, Any], upstream: Upstream) -> HttpResponse:
+async def _embed_gemini(
+    request: HttpRequest, call: Call, payload: dict[str, Any], upstream: Upstream
+) -> HttpResponse:
     texts = embedding_format.texts_of(payload, "Gemini")
     body = orjson.dumps(
         gemini.encode_embeddings(upstream.upstream_model, texts, payload.get("dimensions"))
@@ -338,7 +358,9 @@ async def _embed_gemini(call: Call, payload: dict[str, Any], upstream: Upstream)
     return await proxy.complete(call, upstream, _operation(upstream, "embeddings"), body, render)
 
 
-async def _embed_bedrock(call: Call, payload: dict[str, Any], upstream: Upstream) -> HttpResponse:
+async def _embed_bedrock(
+    request: HttpRequest, call: Call, payload: dict[str, Any], upstream: Upstream
+) -> HttpResponse:
     texts = embedding_format.texts_of(payload, "AWS Bedrock")
     model, url = upstream.upstream_model, _operation(upstream, "embeddings")
     if bedrock.embedding_dialect(model) == "cohere":
@@ -377,6 +399,9 @@ async def _embed_bedrock(call: Call, payload: dict[str, Any], upstream: Upstream
         call.model, vectors, usage, payload.get("encoding_format", "float")
     )
     return proxy.reply(call, upstream, orjson.dumps(out), usage)
+
+
+_EMBEDDERS = {"openai": _embed_through, "gemini": _embed_gemini, "bedrock": _embed_bedrock}
 
 
 # --- count_tokens (Anthropic) -----------------------------------------------------------

@@ -23,6 +23,17 @@ UPSTREAM_SECRET = "sk-upstream-secret"
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _celery_runs_tasks_in_place() -> Iterator[None]:
+    """Tasks a test triggers run where they are sent (no worker in the test process)."""
+    from thinkwatch.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = False
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _fast_password_hashing() -> Iterator[None]:
     """Every persona has a password; hashing them with production's PBKDF2 rounds would
     cost half a second a test."""
@@ -109,10 +120,27 @@ def fakes(fake_openai: FakeOpenAI) -> Iterator[dict[str, FakeServer]]:
         fake.stop()
 
 
+def forget_quota_counts() -> None:
+    """Each test starts with no counts: a fresh in-process store, or no quota keys in Redis."""
+    from django.conf import settings
+
+    from quotas import admission
+
+    admission._backend = None
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter(match="tw:q:*", count=1000):
+            client.delete(key)
+        client.close()
+
+
 @pytest.fixture
 def gateway(transactional_db: None, upstream: FakeOpenAI) -> Iterator[LiveServer]:
     from thinkwatch.asgi import gateway as app
 
+    forget_quota_counts()
     with LiveServer(app) as server:
         yield server
 

@@ -6,8 +6,9 @@ from django.contrib.auth.models import User
 from factory.django import DjangoModelFactory
 
 from accounts.logic import issue_key
-from accounts.models import ApiKey, Team
+from accounts.models import ApiKey, Role, RoleAssignment, Team
 from providers.models import AIModel, Provider, Route
+from quotas.models import Budget, RateLimitRule
 
 PASSWORD = "Sup3r-secret-pw"
 
@@ -60,6 +61,40 @@ class RouteFactory(DjangoModelFactory):
 
     model = factory.SubFactory(AIModelFactory)
     provider = factory.SubFactory(ProviderFactory)
+
+
+class RoleFactory(DjangoModelFactory):
+    class Meta:
+        model = Role
+
+    name = factory.Sequence(lambda n: f"role-{n}")
+    slug = factory.Sequence(lambda n: f"role-{n}")
+
+
+class RoleAssignmentFactory(DjangoModelFactory):
+    class Meta:
+        model = RoleAssignment
+
+    role = factory.SubFactory(RoleFactory)
+
+
+class RateLimitRuleFactory(DjangoModelFactory):
+    class Meta:
+        model = RateLimitRule
+
+    surface = "ai_gateway"
+    metric = "requests"
+    window = 60
+    limit = 10
+
+
+class BudgetFactory(DjangoModelFactory):
+    class Meta:
+        model = Budget
+
+    period = "month"
+    unit = "usd"
+    limit = Decimal("10")
 
 
 def make_key(owner: User | None, **fields: Any) -> tuple[ApiKey, str]:

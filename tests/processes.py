@@ -18,6 +18,7 @@ from tests.conftest import database_url, free_port
 class Processes:
     def __init__(self, data_dir: Path, *only: str, shared_db: bool = True, **env: str) -> None:
         self.gateway_port, self.console_port = free_port(), free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "run.log"
         self.env = {
             **os.environ,
@@ -63,6 +64,9 @@ class Processes:
                 time.sleep(0.1)
         assert not waiting, f"{waiting} not up after 60 s:\n{self.output()}"
         return self
+
+    def start_gateway(self) -> "Processes":
+        return self.start(self.gateway)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.process is not None

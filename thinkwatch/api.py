@@ -69,10 +69,12 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 def _mount() -> None:
     from accounts.api import router as keys
     from providers.api import models_router, providers_router
+    from quotas.api import router as limits
 
     api.add_router("/providers", providers_router)
     api.add_router("/models", models_router)
     api.add_router("/keys", keys)
+    api.add_router("/limits", limits)
 
 
 _mount()

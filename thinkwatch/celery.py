@@ -31,4 +31,10 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=17, hour=3),
         "options": {"expires": 3600},
     },
+    # Only does something with Redis: embedded gateways reconcile in-process.
+    "reconcile-budgets": {
+        "task": "quotas.tasks.reconcile_budgets",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 240},
+    },
 }

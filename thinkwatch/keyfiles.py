@@ -27,6 +27,20 @@ def load_or_create(name: str, path: Path, generate: Callable[[], str]) -> str:
     return _read_or_create(path, generate)
 
 
+def optional(name: str) -> str:
+    """A secret that may be left unset: from the variable or `<NAME>_FILE`, else empty."""
+    value = os.environ.get(name)
+    if value:
+        return value.strip()
+    named_file = os.environ.get(f"{name}_FILE")
+    if not named_file:
+        return ""
+    try:
+        return Path(named_file).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}_FILE={named_file} cannot be read: {exc}") from exc
+
+
 def _read_or_create(path: Path, generate: Callable[[], str]) -> str:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():

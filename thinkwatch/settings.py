@@ -118,6 +118,19 @@ AUDIT_FLUSH_SECONDS = _float("THINKWATCH_AUDIT_FLUSH_SECONDS", 0.5, minimum=0.01
 KEY_ROTATION_GRACE_HOURS = _int("THINKWATCH_KEY_ROTATION_GRACE_HOURS", 24)
 DELETED_KEY_PURGE_DAYS = _int("THINKWATCH_DELETED_KEY_PURGE_DAYS", 30, minimum=1)
 
+# --- quotas --------------------------------------------------------------------------
+
+# When the quota store (Redis) cannot be reached: admit and count it (false), or refuse
+# with 429 rate_limiter_unavailable (true).
+QUOTA_FAIL_CLOSED = _bool("THINKWATCH_QUOTA_FAIL_CLOSED", False)
+# Output tokens assumed for a request that sets no maximum, when reserving budget.
+QUOTA_DEFAULT_MAX_TOKENS = _int("THINKWATCH_QUOTA_DEFAULT_MAX_TOKENS", 4096, minimum=1)
+# How long a request's budget reservation lives if it is never settled (a crash).
+QUOTA_HOLD_SECONDS = _int("THINKWATCH_QUOTA_HOLD_SECONDS", 3600, minimum=60)
+# Where budget alerts go when a budget names no webhook of its own; signed with the secret.
+BUDGET_ALERT_WEBHOOK_URL = env.str("THINKWATCH_BUDGET_ALERT_WEBHOOK_URL", default="")
+WEBHOOK_SECRET = keyfiles.optional("THINKWATCH_WEBHOOK_SECRET")
+
 # --- infrastructure ------------------------------------------------------------------
 
 DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{DATA_DIR / 'thinkwatch.sqlite3'}"
@@ -141,6 +154,7 @@ else:
     raise ImproperlyConfigured("DATABASE_URL must be postgres://... (or sqlite:///path)")
 
 REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_MAX_CONNECTIONS = _int("THINKWATCH_REDIS_MAX_CONNECTIONS", 200, minimum=1)
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 
@@ -184,6 +198,7 @@ INSTALLED_APPS = [
     "accounts",
     "providers",
     "gateway",
+    "quotas",
     "audit",
 ]
 

@@ -48,6 +48,7 @@ class Ingress:
     upstream_body: Callable[[dict[str, Any], bytes, str, bool], tuple[bytes, bool]]
     scan: Callable[[bool, str, str, bytes], Scan]
     usage_of: Callable[[object], Usage | None]
+    max_tokens: Callable[[dict[str, Any]], int | None]
     forwarded_headers: tuple[str, ...] = ()
 
 
@@ -70,6 +71,10 @@ def _responses_passthrough(spec: ProviderSpec) -> Operation | None:
     return "responses" if "responses" in spec.paths else None
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def _include_usage(payload: dict[str, Any]) -> bool:
     return bool((payload.get("stream_options") or {}).get("include_usage"))
 
@@ -86,6 +91,7 @@ OPENAI_CHAT = Ingress(
     upstream_body=openai_chat.upstream_body,
     scan=openai_chat.StreamScan,
     usage_of=openai_chat.usage_of,
+    max_tokens=lambda p: _int(p.get("max_completion_tokens") or p.get("max_tokens")),
 )
 
 ANTHROPIC_MESSAGES = Ingress(
@@ -100,6 +106,7 @@ ANTHROPIC_MESSAGES = Ingress(
     upstream_body=anthropic.upstream_body,
     scan=anthropic.StreamScan,
     usage_of=anthropic.usage_of,
+    max_tokens=lambda p: _int(p.get("max_tokens")),
     forwarded_headers=("anthropic-version", "anthropic-beta"),
 )
 
@@ -115,6 +122,7 @@ OPENAI_RESPONSES = Ingress(
     upstream_body=responses.upstream_body,
     scan=responses.StreamScan,
     usage_of=responses.usage_of,
+    max_tokens=lambda p: _int(p.get("max_output_tokens")),
 )
 
 PROVIDER_FORMATS: dict[str, ProviderFormat] = {

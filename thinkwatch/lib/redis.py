@@ -17,7 +17,13 @@ def client() -> aioredis.Redis:
     url = settings.REDIS_URL
     found = per_loop.get(url)
     if found is None:
-        found = per_loop[url] = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5
+        # A burst waits for a free connection instead of failing at the pool's size.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
         )
+        found = per_loop[url] = aioredis.Redis(connection_pool=pool)
     return found

@@ -1,0 +1,59 @@
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from quotas.models import Budget, BudgetAlert, QuotaReset, RateLimitRule
+
+
+class LimitAdmin(admin.ModelAdmin):
+    list_filter = ["subject_kind", "enabled"]
+    search_fields = ["subject_id", "reason"]
+    readonly_fields = ["created_at", "created_by"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(RateLimitRule)
+class RateLimitRuleAdmin(LimitAdmin):
+    list_display = ["label", "subject_id", "surface", "limit", "enabled", "expires_at", "reason"]
+    list_filter = ["subject_kind", "surface", "metric", "window", "enabled"]
+
+
+@admin.register(Budget)
+class BudgetAdmin(LimitAdmin):
+    list_display = ["label", "subject_id", "limit", "unit", "enabled", "expires_at", "reason"]
+    list_filter = ["subject_kind", "period", "unit", "enabled"]
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(ReadOnly):
+    list_display = [
+        "fired_at",
+        "budget",
+        "subject_id",
+        "period_key",
+        "threshold",
+        "spent",
+        "delivered_at",
+    ]
+    list_filter = ["threshold"]
+
+
+@admin.register(QuotaReset)
+class QuotaResetAdmin(ReadOnly):
+    list_display = ["at", "subject_kind", "subject_id", "by", "reason"]
