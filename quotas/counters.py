@@ -21,7 +21,6 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from quotas import periods
@@ -90,12 +89,8 @@ class Crossing:
     spent: float
 
 
-def _moment(now: float) -> datetime:
-    return datetime.fromtimestamp(now, UTC)
-
-
 def _period_end(check: BudgetCheck, now: float) -> float:
-    return periods.end_of(check.period, _moment(now)).timestamp()
+    return periods.current(check.period, now)[1]
 
 
 def _retry_after(buckets: dict[int, float], check: WindowCheck, current: int, now: float) -> int:
@@ -176,7 +171,7 @@ class MemoryCounters:
             states.append((check, buckets, current, used))
         held = []
         for budget in budgets:
-            period_key = periods.key_of(budget.period, _moment(now))
+            period_key = periods.current(budget.period, now)[0]
             key = budget.key(period_key)
             spent, reserved = self._spent.get(key, 0.0), self._in_flight(key, now)
             amount = cost.of(budget)
@@ -232,7 +227,7 @@ class MemoryCounters:
         return sum(buckets.values())
 
     async def budget_usage(self, budget: BudgetCheck, now: float) -> tuple[float, float]:
-        key = budget.key(periods.key_of(budget.period, _moment(now)))
+        key = budget.key(periods.current(budget.period, now)[0])
         return self._spent.get(key, 0.0), self._in_flight(key, now)
 
     async def raise_spend(self, budget: BudgetCheck, period_key: str, spent: float) -> None:
@@ -443,7 +438,7 @@ class RedisCounters:
         period_keys = []
         ttl = 0
         for budget in budgets:
-            period_key = periods.key_of(budget.period, _moment(now))
+            period_key = periods.current(budget.period, now)[0]
             period_keys.append(period_key)
             keys += self._budget_keys(budget, period_key)[:3]
             args += [budget.limit, cost.of(budget)]
@@ -510,7 +505,7 @@ class RedisCounters:
     async def budget_usage(self, budget: BudgetCheck, now: float) -> tuple[float, float]:
         client = self._client()
         spend_key, res_key, exp_key, _ = self._budget_keys(
-            budget, periods.key_of(budget.period, _moment(now))
+            budget, periods.current(budget.period, now)[0]
         )
         live = set(await client.zrangebyscore(exp_key, now, "+inf"))
         held = await client.hgetall(res_key)

@@ -32,3 +32,21 @@ def key_of(period: str, moment: datetime) -> str:
         year, week, _ = start.isocalendar()
         return f"{year}-W{week:02d}"
     return start.strftime("%Y-%m")
+
+
+_current: dict[str, tuple[float, float, str]] = {}  # period -> (start, end, key) as timestamps
+
+
+def current(period: str, now: float) -> tuple[str, float]:
+    """The key and end (timestamp) of the period `now` falls in; cached until it changes,
+    since the hot path asks for it on every request."""
+    found = _current.get(period)
+    if found is None or not found[0] <= now < found[1]:
+        moment = datetime.fromtimestamp(now, UTC)
+        found = (
+            start_of(period, moment).timestamp(),
+            end_of(period, moment).timestamp(),
+            key_of(period, moment),
+        )
+        _current[period] = found
+    return found[2], found[1]

@@ -105,3 +105,26 @@ def test_it_prices_a_registered_model_in_the_response_header(
     assert float(response.headers["x-thinkwatch-cost-usd"]) == pytest.approx(expected)
     assert response.headers["x-thinkwatch-provider"] == "openai"
     assert float(logged()[0].cost_usd) == pytest.approx(expected)
+
+
+def test_it_runs_no_query_on_a_warm_request_with_limits_and_budgets(
+    client: openai.OpenAI, openai_provider: Provider, queries: QueryRecorder, bob: object
+) -> None:
+    from tests.factories import BudgetFactory, RateLimitRuleFactory
+
+    RouteFactory(model=AIModelFactory(model_id="gpt-4o-mini"), provider=openai_provider)
+    RateLimitRuleFactory(subject_kind="user", subject_id=str(bob.pk), limit=100)  # type: ignore[attr-defined]
+    RateLimitRuleFactory(
+        subject_kind="model", subject_id="gpt-4o-mini", metric="tokens", limit=10**9
+    )
+    BudgetFactory(subject_kind="user", subject_id=str(bob.pk), limit=1000)  # type: ignore[attr-defined]
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    logged()
+    queries.statements.clear()
+
+    response = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+
+    assert queries.statements == []
+    assert response.headers["x-ratelimit-remaining-requests"] == "98"
