@@ -21,16 +21,22 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP) ## create .venv and install everything
 
+# The MCP tests' upstreams: real MCP servers and an OAuth server from npm (tests only).
+NPM_STAMP := tests/mcp/node_modules/.installed-$(shell sha1sum tests/mcp/package-lock.json | cut -c1-12)
+$(NPM_STAMP): tests/mcp/package-lock.json
+	npm ci --prefix tests/mcp --no-audit --no-fund --loglevel=error
+	rm -f tests/mcp/node_modules/.installed-* && touch $(NPM_STAMP)
+
 run: $(STAMP) ## gateway :3000 + console :3001 + worker, embedded mode (SQLite under var/)
 	exec $(PY) -m thinkwatch.run
 
 test: test-embedded test-production ## the whole suite: embedded mode, then PostgreSQL + Redis
 
-test-embedded: $(STAMP) ## the suite on SQLite with in-process state
+test-embedded: $(STAMP) $(NPM_STAMP) ## the suite on SQLite with in-process state
 	rm -rf var/test-embedded
 	THINKWATCH_DATA_DIR=var/test-embedded DATABASE_URL= REDIS_URL= $(PY) -m pytest $(PYTEST_ARGS)
 
-test-production: $(STAMP) ## the suite on PostgreSQL and Redis (started if they are down)
+test-production: $(STAMP) $(NPM_STAMP) ## the suite on PostgreSQL and Redis (started if they are down)
 	bash deploy/local-services.sh
 	rm -rf var/test-production
 	THINKWATCH_DATA_DIR=var/test-production DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(PY) -m pytest $(PYTEST_ARGS)
@@ -45,7 +51,7 @@ fmt: $(STAMP) ## format and fix what ruff can
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(STAMP) ## mypy on the package
-	THINKWATCH_DATA_DIR=var/lint $(VENV)/bin/mypy thinkwatch accounts providers gateway quotas audit
+	THINKWATCH_DATA_DIR=var/lint $(VENV)/bin/mypy thinkwatch accounts providers gateway quotas audit mcpgw
 
 check: lint typecheck test ## everything CI runs
 

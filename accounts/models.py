@@ -1,3 +1,4 @@
+import re
 import hashlib
 import secrets
 import uuid
@@ -51,6 +52,29 @@ def validate_surfaces(value: object) -> None:
 def validate_patterns(value: object) -> None:
     if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
         raise ValidationError('Give a list of non-empty patterns, e.g. ["gpt-*", "claude-*"].')
+
+
+TOOL_PATTERN = re.compile(r"^!?(\*|[a-z0-9_]+__\*|[A-Za-z0-9_.-]+)$")
+
+
+def validate_tool_patterns(value: object) -> None:
+    """MCP tool patterns: `*`, `<prefix>__*` or an exact tool name; `!` in front denies."""
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValidationError('Give a list of patterns, e.g. ["github__*", "!github__delete_repo"].')
+    bad = [p for p in value if not TOOL_PATTERN.match(p)]
+    if bad:
+        raise ValidationError(
+            f"Not a tool pattern: {', '.join(bad)}. Use *, <prefix>__* or an exact tool name, "
+            "with ! in front to deny."
+        )
+
+
+def no_tools() -> list[str]:
+    return []
+
+
+def every_tool() -> list[str]:
+    return ["*"]
 
 
 class Organisation(models.Model):
@@ -140,6 +164,14 @@ class ApiKey(models.Model):
         default=all_models,
         validators=[validate_patterns],
         help_text='Model id patterns this key may call; "*" allows every model.',
+    )
+    mcp_tools = models.JSONField(
+        "MCP tools",
+        null=True,
+        blank=True,
+        validators=[validate_tool_patterns],
+        help_text="Narrows what the owner's roles allow on the MCP gateway: patterns such as "
+        '"github__*", "!github__delete_repo"; empty: as the roles allow; []: no tools.',
     )
     expires_at = models.DateTimeField(null=True, blank=True)
     inactivity_timeout_days = models.PositiveIntegerField(
@@ -265,6 +297,14 @@ class Role(models.Model):
     slug = models.SlugField(max_length=60, unique=True)
     description = models.TextField(blank=True)
     builtin = models.BooleanField(default=False, editable=False)
+    mcp_tools = models.JSONField(
+        "MCP tools",
+        default=every_tool,
+        blank=True,
+        validators=[validate_tool_patterns],
+        help_text='MCP tools holders may call: "*", "<prefix>__*" or exact names; "!" in front '
+        "denies, and a denial in any of a user's roles wins.",
+    )
 
     class Meta:
         ordering = ["name"]

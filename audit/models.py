@@ -65,3 +65,36 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type}:{self.object_id}"
+
+
+class McpLog(models.Model):
+    """One row per MCP request that reached a tool, resource or prompt (or was refused on
+    the way): `tools/call` always, and the reads that name one server's item."""
+
+    request_id = models.CharField(max_length=128, db_index=True)
+    created_at = models.DateTimeField(db_index=True)
+    user_id = models.BigIntegerField(null=True, db_index=True)
+    team_id = models.BigIntegerField(null=True)
+    api_key_id = models.BigIntegerField(null=True, db_index=True)
+    api_key_prefix = models.CharField(max_length=16, blank=True)
+    session_id = models.CharField(max_length=64, blank=True, db_index=True)
+    protocol_version = models.CharField(max_length=16, blank=True)
+    method = models.CharField(max_length=40)
+    server_id = models.BigIntegerField(null=True, db_index=True)
+    server = models.CharField(max_length=100, blank=True)
+    name = models.CharField(max_length=300, blank=True, db_index=True)  # tool/prompt/URI as called
+    upstream_name = models.CharField(max_length=300, blank=True)
+    arguments = models.JSONField(null=True, blank=True)  # secrets redacted
+    status = models.CharField(max_length=20, db_index=True)
+    error_code = models.IntegerField(null=True)
+    error_message = models.TextField(blank=True)
+    latency_ms = models.FloatField(default=0)
+    client_ip = models.GenericIPAddressField(null=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "MCP log record"
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.method} {self.name} {self.status}"

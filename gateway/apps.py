@@ -13,9 +13,11 @@ class GatewayConfig(AppConfig):
 
         from accounts.models import ApiKey, Membership, Role, RoleAssignment, Team
         from providers.models import AIModel, Provider, Route
+        from mcpgw.models import McpCredential, McpServer
         from quotas.models import Budget, QuotaReset, RateLimitRule
 
         watched = (ApiKey, Team, Membership, Role, RoleAssignment, Provider, AIModel, Route)
+        watched += (McpServer, McpCredential)
         for model in (*watched, RateLimitRule, Budget, QuotaReset, get_user_model()):
             post_save.connect(
                 _changed, sender=model, dispatch_uid=f"revision-save-{model.__name__}"

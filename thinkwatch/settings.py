@@ -7,6 +7,7 @@ friends switch in real infrastructure. A malformed value stops startup with an e
 names the variable.
 """
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,33 @@ QUOTA_HOLD_SECONDS = _int("THINKWATCH_QUOTA_HOLD_SECONDS", 3600, minimum=60)
 BUDGET_ALERT_WEBHOOK_URL = env.str("THINKWATCH_BUDGET_ALERT_WEBHOOK_URL", default="")
 WEBHOOK_SECRET = keyfiles.optional("THINKWATCH_WEBHOOK_SECRET")
 
+# --- MCP gateway ---------------------------------------------------------------------
+
+# Address ranges upstream MCP servers and OAuth endpoints may live in although they are
+# private, loopback or link-local (CIDRs, comma-separated), e.g. 10.0.0.0/8,127.0.0.1/32.
+MCP_ALLOWED_NETWORKS = _list("THINKWATCH_MCP_ALLOWED_NETWORKS")
+for _network in MCP_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"THINKWATCH_MCP_ALLOWED_NETWORKS: {_exc}") from None
+# The prefix a client puts before the gateway's tool names (Claude Code: mcp__<server>__);
+# names are kept within 64 characters including it.
+MCP_CLIENT_PREFIX = env.str("THINKWATCH_MCP_CLIENT_PREFIX", default="mcp__thinkwatch__")
+# Browser origins allowed to call /mcp (requests without Origin are always allowed).
+MCP_ALLOWED_ORIGINS = frozenset(_list("THINKWATCH_MCP_ALLOWED_ORIGINS"))
+MCP_SESSION_IDLE_SECONDS = _int("THINKWATCH_MCP_SESSION_IDLE_SECONDS", 3600, minimum=60)
+MCP_PAGE_SIZE = _int("THINKWATCH_MCP_PAGE_SIZE", 100, minimum=1)
+# How long a server's tool, resource and prompt lists are reused before asking again
+# (a list_changed notification from the server refreshes them at once).
+MCP_LIST_CACHE_SECONDS = _float("THINKWATCH_MCP_LIST_CACHE_SECONDS", 60.0, minimum=0.0)
+# Circuit breaker per upstream server: consecutive failures before it opens, and how long
+# it stays open before one trial call.
+MCP_BREAKER_FAILURES = _int("THINKWATCH_MCP_BREAKER_FAILURES", 5, minimum=1)
+MCP_BREAKER_OPEN_SECONDS = _float("THINKWATCH_MCP_BREAKER_OPEN_SECONDS", 30.0, minimum=0.1)
+# The console's public URL, used in the connect links of "credential missing" errors.
+CONSOLE_PUBLIC_URL = env.str("THINKWATCH_CONSOLE_PUBLIC_URL", default="")
+
 # --- infrastructure ------------------------------------------------------------------
 
 DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{DATA_DIR / 'thinkwatch.sqlite3'}"
@@ -200,6 +228,7 @@ INSTALLED_APPS = [
     "gateway",
     "quotas",
     "audit",
+    "mcpgw",
 ]
 
 # The console's middleware. The gateway runs none (see gateway/handler.py).

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class McpGatewayConfig(AppConfig):
+    name = "mcpgw"
+    verbose_name = "MCP gateway"
