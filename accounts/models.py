@@ -1,5 +1,5 @@
-import re
 import hashlib
+import re
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -60,7 +60,7 @@ TOOL_PATTERN = re.compile(r"^!?(\*|[a-z0-9_]+__\*|[A-Za-z0-9_.-]+)$")
 def validate_tool_patterns(value: object) -> None:
     """MCP tool patterns: `*`, `<prefix>__*` or an exact tool name; `!` in front denies."""
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ValidationError('Give a list of patterns, e.g. ["github__*", "!github__delete_repo"].')
+        raise ValidationError('Give a list of patterns, e.g. ["github__*", "!github__delete"].')
     bad = [p for p in value if not TOOL_PATTERN.match(p)]
     if bad:
         raise ValidationError(

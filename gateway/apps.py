@@ -12,8 +12,8 @@ class GatewayConfig(AppConfig):
         from django.contrib.auth import get_user_model
 
         from accounts.models import ApiKey, Membership, Role, RoleAssignment, Team
-        from providers.models import AIModel, Provider, Route
         from mcpgw.models import McpCredential, McpServer
+        from providers.models import AIModel, Provider, Route
         from quotas.models import Budget, QuotaReset, RateLimitRule
 
         watched = (ApiKey, Team, Membership, Role, RoleAssignment, Provider, AIModel, Route)

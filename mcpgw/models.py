@@ -120,7 +120,9 @@ class McpServer(models.Model):
         self.static_secret = crypto.encrypt(plaintext, STATIC_SECRET_PURPOSE) if plaintext else ""
 
     def reveal_static_secret(self) -> str:
-        return crypto.decrypt(self.static_secret, STATIC_SECRET_PURPOSE) if self.static_secret else ""
+        if not self.static_secret:
+            return ""
+        return crypto.decrypt(self.static_secret, STATIC_SECRET_PURPOSE)
 
     @property
     def has_client_secret(self) -> bool:
@@ -178,7 +180,9 @@ class McpCredential(models.Model):
         return crypto.decrypt(self.access_token, ACCESS_TOKEN_PURPOSE)
 
     def reveal_refresh_token(self) -> str:
-        return crypto.decrypt(self.refresh_token, REFRESH_TOKEN_PURPOSE) if self.refresh_token else ""
+        if not self.refresh_token:
+            return ""
+        return crypto.decrypt(self.refresh_token, REFRESH_TOKEN_PURPOSE)
 
 
 class McpOAuthState(models.Model):
@@ -192,6 +196,9 @@ class McpOAuthState(models.Model):
     token_endpoint = models.CharField(max_length=500)
     resource = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.server} (started {self.created_at:%Y-%m-%d %H:%M})"
 
     def set_verifier(self, verifier: str) -> None:
         self.code_verifier = crypto.encrypt(verifier, VERIFIER_PURPOSE)

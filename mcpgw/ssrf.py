@@ -75,7 +75,7 @@ def check_url(url: str) -> None:
 
 
 async def acheck_url(url: str) -> None:
-    host, port = _host_of(url)
+    host, _port = _host_of(url)
     try:
         check_address(ipaddress.ip_address(host))
         return
