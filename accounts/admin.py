@@ -46,6 +46,37 @@ class OrganisationAdmin(admin.ModelAdmin):
         return False
 
 
+class PatternListField(forms.CharField):
+    """A list of patterns, edited one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.replace(",", "\n").splitlines() if line.strip()]
+
+
+TOOL_PATTERNS_HELP = (
+    'One pattern per line: "*" (every tool), "<prefix>__*" (one server\'s tools) or an exact '
+    'tool name; "!" in front denies.'
+)
+
+
+class RoleForm(forms.ModelForm):
+    mcp_tools = PatternListField(
+        label="MCP tools",
+        required=False,
+        help_text=TOOL_PATTERNS_HELP + " A denial in any of a user's roles wins; empty: none.",
+    )
+
+    class Meta:
+        model = Role
+        fields = ["name", "slug", "description", "mcp_tools"]
+
+
 class RoleAssignmentInline(admin.TabularInline):
     model = RoleAssignment
     extra = 1
@@ -54,6 +85,7 @@ class RoleAssignmentInline(admin.TabularInline):
 
 @admin.register(Role)
 class RoleAdmin(admin.ModelAdmin):
+    form = RoleForm
     list_display = ["name", "builtin", "description"]
     search_fields = ["name"]
     prepopulated_fields = {"slug": ["name"]}
@@ -80,19 +112,6 @@ class TeamAdmin(admin.ModelAdmin):
         return team.members.count()
 
 
-class PatternListField(forms.CharField):
-    """A list of patterns, edited one per line."""
-
-    widget = forms.Textarea(attrs={"rows": 3})
-
-    def prepare_value(self, value: Any) -> Any:
-        return "\n".join(value) if isinstance(value, list) else value
-
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
-        text = super().to_python(value) or ""
-        return [line.strip() for line in text.replace(",", "\n").splitlines() if line.strip()]
-
-
 class ApiKeyForm(forms.ModelForm):
     surfaces = forms.MultipleChoiceField(
         choices=Surface.choices, widget=forms.CheckboxSelectMultiple, initial=[Surface.AI_GATEWAY]
@@ -101,6 +120,13 @@ class ApiKeyForm(forms.ModelForm):
         initial="*",
         help_text='One pattern per line, e.g. "gpt-4o*" or "claude-*"; "*" allows every model.',
     )
+    limit_mcp_tools = forms.BooleanField(
+        label="Limit MCP tools",
+        required=False,
+        help_text="Off: the key may call the MCP tools its owner's roles allow. On: only those "
+        "that also match the patterns below (none if there are none).",
+    )
+    mcp_tools = PatternListField(label="MCP tools", required=False, help_text=TOOL_PATTERNS_HELP)
 
     class Meta:
         model = ApiKey
@@ -110,9 +136,24 @@ class ApiKeyForm(forms.ModelForm):
             "team",
             "surfaces",
             "allowed_models",
+            "limit_mcp_tools",
+            "mcp_tools",
             "expires_at",
             "inactivity_timeout_days",
         ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["limit_mcp_tools"].initial = self.instance.mcp_tools is not None
+
+    def clean(self) -> dict[str, Any]:
+        # null (as the roles allow) and [] (no tools) differ; the checkbox tells them apart.
+        data = super().clean() or {}
+        if not data.get("limit_mcp_tools"):
+            if data.get("mcp_tools"):
+                self.add_error("limit_mcp_tools", "Tick this to limit the key to those patterns.")
+            data["mcp_tools"] = None
+        return data
 
 
 class RevokeForm(forms.Form):

@@ -24,6 +24,7 @@ class KeyOut(Schema):
     team_id: int | None
     surfaces: list[str]
     allowed_models: list[str]
+    mcp_tools: list[str] | None
     state: str
     expires_at: datetime | None
     inactivity_timeout_days: int | None
@@ -44,6 +45,12 @@ class KeyCreated(KeyOut):
     api_key: str = Field(..., description="The plaintext key. Shown in this response only.")
 
 
+_MCP_TOOLS = (
+    'MCP tool patterns narrowing what the owner\'s roles allow: "*", "<prefix>__*" or exact '
+    'tool names, "!" in front denies. null: as the roles allow; []: no tools.'
+)
+
+
 class KeyIn(Schema):
     name: str = Field(..., min_length=1, max_length=100)
     owner_id: int | None = Field(
@@ -52,6 +59,7 @@ class KeyIn(Schema):
     team_id: int | None = None
     surfaces: list[Surface] = Field([Surface.AI_GATEWAY], min_length=1)
     allowed_models: list[str] = Field(["*"], min_length=1)
+    mcp_tools: list[str] | None = Field(None, description=_MCP_TOOLS)
     expires_at: datetime | None = None
     inactivity_timeout_days: int | None = Field(None, ge=1)
 
@@ -61,6 +69,7 @@ class KeyPatch(Schema):
     team_id: int | None = None
     surfaces: list[Surface] | None = Field(None, min_length=1)
     allowed_models: list[str] | None = Field(None, min_length=1)
+    mcp_tools: list[str] | None = Field(None, description=_MCP_TOOLS)
     expires_at: datetime | None = None
     inactivity_timeout_days: int | None = Field(None, ge=1)
 
@@ -104,6 +113,7 @@ def create_key(request: HttpRequest, payload: KeyIn) -> Status[ApiKey]:
         team=_team(payload.team_id),
         surfaces=[str(s) for s in payload.surfaces],
         allowed_models=payload.allowed_models,
+        mcp_tools=payload.mcp_tools,
         expires_at=payload.expires_at,
         inactivity_timeout_days=payload.inactivity_timeout_days,
         created_by=request.user,  # type: ignore[arg-type]

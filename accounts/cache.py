@@ -27,6 +27,7 @@ class KeyGrant:
     team_id: int | None
     surfaces: frozenset[str]
     model_patterns: tuple[str, ...]
+    mcp_tools: tuple[str, ...] | None  # None: as the owner's roles allow
     expires_at: float | None
     grace_ends_at: float | None
     revoked: bool
@@ -67,6 +68,7 @@ def grant_of(key: ApiKey) -> KeyGrant:
         team_id=key.team_id,
         surfaces=frozenset(key.surfaces),
         model_patterns=tuple(key.allowed_models),
+        mcp_tools=None if key.mcp_tools is None else tuple(key.mcp_tools),
         expires_at=_ts(key.expires_at),
         grace_ends_at=_ts(key.grace_ends_at),
         revoked=key.revoked_at is not None,

@@ -275,6 +275,7 @@ class ApiKey(models.Model):
                 team=key.team,
                 surfaces=key.surfaces,
                 allowed_models=key.allowed_models,
+                mcp_tools=key.mcp_tools,
                 expires_at=key.expires_at,
                 inactivity_timeout_days=key.inactivity_timeout_days,
                 lineage=key.lineage,

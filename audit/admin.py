@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from audit.models import AuditEvent, GatewayLog
+from audit.models import AuditEvent, GatewayLog, McpLog
 
 
 @admin.register(GatewayLog)
@@ -49,6 +49,37 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(McpLog)
+class McpLogAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "request_id",
+        "api_key_prefix",
+        "method",
+        "server",
+        "name",
+        "status",
+        "error_code",
+        "latency_ms",
+    ]
+    list_filter = ["status", "server", "method"]
+    search_fields = ["name", "request_id"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in McpLog._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -17,8 +17,8 @@ class GatewayConfig(AppConfig):
         from quotas.models import Budget, QuotaReset, RateLimitRule
 
         watched = (ApiKey, Team, Membership, Role, RoleAssignment, Provider, AIModel, Route)
-        watched += (McpServer, McpCredential)
-        for model in (*watched, RateLimitRule, Budget, QuotaReset, get_user_model()):
+        mcp = (McpServer, McpCredential)
+        for model in (*watched, *mcp, RateLimitRule, Budget, QuotaReset, get_user_model()):
             post_save.connect(
                 _changed, sender=model, dispatch_uid=f"revision-save-{model.__name__}"
             )

@@ -40,6 +40,8 @@ class GatewayRequest(ASGIRequest):
         self.request_id = request_id
         self.client_ip = client_ip(scope, self.META)
         self.client_disconnected = False
+        # Set by views for which the client leaving means "stop" (MCP's stateless era).
+        self.cancel_on_disconnect = False
 
 
 class _TooLarge(Exception):
@@ -116,7 +118,7 @@ class GatewayHandler(ASGIHandler):
             message = await receive()
             if message["type"] == "http.disconnect" and not responded:
                 request.client_disconnected = True
-                if streaming:
+                if streaming or request.cancel_on_disconnect:
                     task.cancel()
 
         watcher = asyncio.create_task(watch_disconnect())

@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from accounts.cache import keys
 from gateway.models import ConfigRevision
+from mcpgw import credentials as mcp_credentials
+from mcpgw.registry import registry as mcp_registry
 from providers.cache import routes
 from quotas.cache import quotas
 from thinkwatch.lib.db import off_loop
@@ -38,6 +40,8 @@ def invalidate_local() -> None:
     keys.clear()
     routes.clear()
     quotas.clear()
+    mcp_registry.clear()
+    mcp_credentials.clear()
 
 
 def current() -> Revision:
@@ -66,6 +70,8 @@ async def watch(
             if revision != seen:
                 keys.clear()
                 quotas.clear()
+                mcp_registry.clear()
+                mcp_credentials.clear()
                 await routes.reload()
                 if on_change is not None:
                     await on_change()

@@ -11,6 +11,8 @@ import orjson
 from django.conf import settings
 
 from gateway import logs, revision
+from mcpgw import records as mcp_records
+from mcpgw import upstream as mcp_upstream
 from quotas import admission, logic
 from quotas.cache import quotas
 from quotas.counters import MemoryCounters
@@ -86,6 +88,7 @@ _embedded: EmbeddedQuotas | None = None
 async def start() -> None:
     global _embedded
     logs.writer.start()
+    mcp_records.writer.start()
     revision.invalidate_local()  # a fresh process, or a test restarting the server
     seen = await revision.load()
     counters = admission.counters()
@@ -111,8 +114,11 @@ async def stop() -> None:
     if _embedded is not None:
         await _embedded.write_snapshot()
     await http.close()
+    for pool in mcp_upstream.pools():
+        await pool.close()
     # Blocking: writes what is still queued (or spools it) before the process exits.
     await asyncio.to_thread(logs.writer.stop)
+    await asyncio.to_thread(mcp_records.writer.stop)
     logger.info("gateway.stopped")
 
 

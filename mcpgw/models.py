@@ -160,6 +160,10 @@ class McpCredential(models.Model):
     refresh_token = models.TextField(blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     scopes = models.CharField(max_length=500, blank=True)
+    # Where an OAuth refresh token is redeemed, and how the client authenticates there:
+    # fixed when the user connected, so a refresh token only ever goes back to its issuer.
+    token_endpoint = models.CharField(max_length=500, blank=True)
+    token_auth_method = models.CharField(max_length=30, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -194,6 +198,7 @@ class McpOAuthState(models.Model):
     code_verifier = models.TextField(editable=False)
     redirect_uri = models.CharField(max_length=500)
     token_endpoint = models.CharField(max_length=500)
+    token_auth_method = models.CharField(max_length=30, blank=True)
     resource = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

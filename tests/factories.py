@@ -3,10 +3,13 @@ from typing import Any
 
 import factory
 from django.contrib.auth.models import User
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from accounts.logic import issue_key
 from accounts.models import ApiKey, Role, RoleAssignment, Team
+from audit.models import McpLog
+from mcpgw.models import McpCredential, McpServer
 from providers.models import AIModel, Provider, Route
 from quotas.models import Budget, RateLimitRule
 
@@ -95,6 +98,58 @@ class BudgetFactory(DjangoModelFactory):
     period = "month"
     unit = "usd"
     limit = Decimal("10")
+
+
+class McpServerFactory(DjangoModelFactory):
+    class Meta:
+        model = McpServer
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"server-{n}")
+    prefix = factory.Sequence(lambda n: f"server{n}")
+    url = "http://127.0.0.1:9/mcp"
+
+    @factory.post_generation
+    def static_secret(self: McpServer, create: bool, extracted: str | None, **kwargs: Any) -> None:
+        self.set_static_secret(extracted or "")
+        if create and extracted:
+            self.save()
+
+    @factory.post_generation
+    def client_secret(self: McpServer, create: bool, extracted: str | None, **kwargs: Any) -> None:
+        self.set_client_secret(extracted or "")
+        if create and extracted:
+            self.save()
+
+
+class McpCredentialFactory(DjangoModelFactory):
+    class Meta:
+        model = McpCredential
+        skip_postgeneration_save = True
+
+    user = factory.SubFactory(UserFactory)
+    server = factory.SubFactory(McpServerFactory)
+    kind = "token"
+
+    @factory.post_generation
+    def tokens(self: McpCredential, create: bool, extracted: Any, **kwargs: Any) -> None:
+        access, refresh = extracted or ("upstream-access-token", "")
+        self.set_tokens(access, refresh)
+        if create:
+            self.save()
+
+
+class McpLogFactory(DjangoModelFactory):
+    class Meta:
+        model = McpLog
+
+    request_id = factory.Sequence(lambda n: f"req-{n}")
+    created_at = factory.LazyFunction(timezone.now)
+    method = "tools/call"
+    server = "github"
+    name = "github__create_issue"
+    upstream_name = "create_issue"
+    status = "ok"
 
 
 def make_key(owner: User | None, **fields: Any) -> tuple[ApiKey, str]:

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from gateway import views
+from mcpgw import views as mcp
 from thinkwatch import health
 
 urlpatterns = [
@@ -12,6 +13,7 @@ urlpatterns = [
     path("v1/responses", views.responses),
     path("v1/embeddings", views.embeddings),
     path("v1/models", views.list_models),
+    path("mcp", mcp.endpoint),
     path("health/live", health.live),
     path("health/ready", health.ready),
 ]

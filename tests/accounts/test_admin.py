@@ -1,14 +1,22 @@
 """The console (Django admin) for keys and providers."""
 
 import re
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from accounts.models import ApiKey, hash_key
+from accounts.models import ApiKey, Role, hash_key
 from providers.models import Provider
-from tests.factories import AIModelFactory, ProviderFactory, RouteFactory, TeamFactory, make_key
+from tests.factories import (
+    AIModelFactory,
+    ProviderFactory,
+    RoleFactory,
+    RouteFactory,
+    TeamFactory,
+    make_key,
+)
 
 
 @pytest.fixture
@@ -131,3 +139,80 @@ def test_it_exposes_provider_has_secret_only_as_a_flag(console: Client) -> None:
 
     assert "sk-x" not in page
     assert Provider.objects.get().has_secret
+
+
+def save_role_form(console: Client, role: Role, mcp_tools: str) -> Any:
+    form = {
+        "name": role.name,
+        "slug": role.slug,
+        "description": "",
+        "mcp_tools": mcp_tools,
+        "assignments-TOTAL_FORMS": "0",
+        "assignments-INITIAL_FORMS": "0",
+    }
+    return console.post(f"/admin/accounts/role/{role.pk}/change/", form)
+
+
+def test_it_edits_a_roles_mcp_tools_one_pattern_per_line(console: Client) -> None:
+    role = RoleFactory()
+
+    response = save_role_form(console, role, "github__*\n!github__delete_repo\n")
+
+    role.refresh_from_db()
+    assert response.status_code == 302, response.content
+    assert role.mcp_tools == ["github__*", "!github__delete_repo"]
+
+
+def test_it_lets_a_role_allow_no_mcp_tools(console: Client) -> None:
+    role = RoleFactory()
+
+    save_role_form(console, role, "")
+
+    role.refresh_from_db()
+    assert role.mcp_tools == []
+
+
+def test_it_refuses_a_malformed_tool_pattern_on_a_role(console: Client) -> None:
+    role = RoleFactory()
+
+    response = save_role_form(console, role, "github__a*b")
+
+    assert "mcp_tools" in response.context["adminform"].form.errors
+
+
+def add_key(console: Client, owner: User, **fields: str) -> ApiKey:
+    form = {"name": "mcp", "owner": owner.pk, "surfaces": ["mcp_gateway"], "allowed_models": "*"}
+    response = console.post("/admin/accounts/apikey/add/", {**form, **fields})
+    assert response.status_code == 200, response.content
+    return ApiKey.objects.get(name="mcp")
+
+
+@pytest.mark.parametrize(
+    ("fields", "stored"),
+    [
+        ({}, None),
+        ({"limit_mcp_tools": "on", "mcp_tools": "github__*"}, ["github__*"]),
+        ({"limit_mcp_tools": "on", "mcp_tools": ""}, []),
+    ],
+)
+def test_it_tells_a_keys_role_tools_from_no_tools(
+    console: Client, bob: User, fields: dict[str, str], stored: list[str] | None
+) -> None:
+    assert add_key(console, bob, **fields).mcp_tools == stored
+
+
+def test_it_refuses_tool_patterns_on_a_key_that_is_not_limited(console: Client, bob: User) -> None:
+    response = console.post(
+        "/admin/accounts/apikey/add/",
+        {"name": "mcp", "owner": bob.pk, "surfaces": ["mcp_gateway"], "mcp_tools": "github__*"},
+    )
+
+    assert "limit_mcp_tools" in response.context["adminform"].form.errors
+
+
+def test_it_shows_a_keys_tool_limit_when_editing(console: Client, bob: User) -> None:
+    key, _ = make_key(bob, mcp_tools=[])
+
+    form = console.get(f"/admin/accounts/apikey/{key.pk}/change/").context["adminform"].form
+
+    assert form["limit_mcp_tools"].value() is True

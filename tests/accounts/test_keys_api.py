@@ -152,6 +152,47 @@ def test_it_updates_a_keys_models(api: Client) -> None:
     assert response.json()["allowed_models"] == ["claude-*"]
 
 
+def test_it_leaves_a_keys_mcp_tools_to_its_roles_by_default(api: Client) -> None:
+    assert create(api)["mcp_tools"] is None
+
+
+def test_it_limits_a_key_to_mcp_tools(api: Client) -> None:
+    created = create(api, surfaces=["mcp_gateway"], mcp_tools=["github__*", "!github__delete"])
+
+    assert ApiKey.objects.get(pk=created["id"]).mcp_tools == ["github__*", "!github__delete"]
+
+
+def test_it_refuses_a_malformed_tool_pattern(api: Client) -> None:
+    response = api.post(
+        "/api/keys", {"name": "ci", "mcp_tools": ["github__a*b"]}, content_type="application/json"
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "mcp_tools"
+
+
+@pytest.mark.parametrize("tools", [[], ["linear__*"], None])
+def test_it_updates_a_keys_mcp_tools(api: Client, tools: list[str] | None) -> None:
+    key = create(api, mcp_tools=["github__*"])
+
+    response = api.patch(
+        f"/api/keys/{key['id']}", {"mcp_tools": tools}, content_type="application/json"
+    )
+
+    assert response.json()["mcp_tools"] == tools
+    assert ApiKey.objects.get(pk=key["id"]).mcp_tools == tools
+
+
+def test_it_keeps_a_keys_mcp_tools_when_rotating(api: Client) -> None:
+    key = create(api, mcp_tools=[])
+
+    successor = api.post(
+        f"/api/keys/{key['id']}/rotate", {"grace_hours": 1}, content_type="application/json"
+    ).json()
+
+    assert successor["mcp_tools"] == []
+
+
 def test_it_refuses_a_key_without_the_console_surface(bob: User) -> None:
     bob.is_staff = True
     bob.save()
