@@ -31,6 +31,7 @@ from mcp.shared.inbound import (
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types.jsonrpc import INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mcp_types.version import (
     HANDSHAKE_PROTOCOL_VERSIONS,
@@ -327,17 +328,26 @@ async def _listen(request: HttpRequest, grant: Any) -> HttpResponseBase:
 
 
 class _Notifications:
-    """A session's GET stream: list changes, with a comment now and then to keep it open."""
+    """A notification stream (a session's GET, or a stateless-era subscription): list
+    changes, with a comment now and then to keep it open."""
 
-    def __init__(self, session_id: str, queue: sessions.Queue) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        queue: sessions.Queue,
+        first: dict[str, Any] | None = None,
+        shape: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    ) -> None:
         self.session_id = session_id
         self.queue = queue
+        self.first = first
+        self.shape = shape
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[bytes]:
-        yield b": stream open\n\n"
+        yield _event(self.first) if self.first is not None else b": stream open\n\n"
         while True:
             try:
                 message = await asyncio.wait_for(self.queue.get(), _KEEPALIVE_SECONDS)
@@ -346,7 +356,9 @@ class _Notifications:
                 continue
             if message is None:
                 return
-            yield _event(message)
+            shaped = self.shape(message) if self.shape is not None else message
+            if shaped is not None:
+                yield _event(shaped)
 
     def close(self) -> None:
         sessions.local.close_stream(self.session_id, self.queue)
@@ -447,8 +459,48 @@ async def _modern(request: HttpRequest, grant: Any) -> HttpResponseBase:
             return _error(msg_id, rejection.code, rejection.message, 400, rejection.data)
     if method == "ping":
         return _error(msg_id, METHOD_NOT_FOUND, "Method not found: ping", 404)
+    if method == "subscriptions/listen":
+        if not accepts_sse:
+            return _error(
+                msg_id,
+                INVALID_REQUEST,
+                "subscriptions/listen answers with a stream: accept text/event-stream.",
+                406,
+            )
+        return _subscribe(msg_id, params)
     request.cancel_on_disconnect = True  # type: ignore[attr-defined]
     return await _answer(caller, msg_id, method, params, accepts_sse and _wants_progress(params))
+
+
+_FILTERS = {
+    "toolsListChanged": "notifications/tools/list_changed",
+    "promptsListChanged": "notifications/prompts/list_changed",
+    "resourcesListChanged": "notifications/resources/list_changed",
+}
+
+
+def _subscribe(msg_id: Any, params: dict[str, Any]) -> HttpResponseBase:
+    """The stateless era's notification stream: the list changes the client asked for
+    (resource subscriptions are not offered, so not acknowledged)."""
+    wanted = params.get("notifications")
+    wanted = wanted if isinstance(wanted, dict) else {}
+    agreed = {name: True for name in _FILTERS if wanted.get(name) is True}
+    stream_id = f"listen:{sessions.new_id()}"
+    queue = sessions.local.open_stream(stream_id)
+    tag = {SUBSCRIPTION_ID_META_KEY: msg_id}
+    first = {
+        "jsonrpc": "2.0",
+        "method": "notifications/subscriptions/acknowledged",
+        "params": {"notifications": agreed, "_meta": tag},
+    }
+    methods = {_FILTERS[name] for name in agreed}
+
+    def shape(message: dict[str, Any]) -> dict[str, Any] | None:
+        if message.get("method") not in methods:
+            return None
+        return {**message, "params": {**(message.get("params") or {}), "_meta": tag}}
+
+    return _Stream(_Notifications(stream_id, queue, first, shape))
 
 
 def _raw_headers(request: HttpRequest) -> list[tuple[str, str]]:

@@ -749,3 +749,63 @@ def test_the_address_is_checked_again_when_connecting(env: Env, settings: Any) -
     error = asyncio.run(scenario())
     assert error.error.code == -32004 and "loopback" in error.error.message
     assert env.fixture.calls("tools", "echo") == 0
+
+
+def test_stateless_clients_subscribe_to_list_changes(
+    env: Env, fixture_upstream: FixtureUpstream
+) -> None:
+    heard: list[dict[str, Any]] = []
+    wanted = {"toolsListChanged": True, "resourceSubscriptions": ["twmcp://fx/fixture://greeting"]}
+
+    def listen() -> None:
+        body = {
+            "jsonrpc": "2.0",
+            "id": "sub-1",
+            "method": "subscriptions/listen",
+            "params": {"notifications": wanted, "_meta": MODERN_META},
+        }
+        headers = {
+            "Authorization": f"Bearer {env.key}",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "subscriptions/listen",
+        }
+        with httpx.stream("POST", env.url, json=body, headers=headers, timeout=10) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    heard.append(json.loads(line[6:]))
+                    if len(heard) == 2:
+                        return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    time.sleep(0.3)
+    McpServerFactory(name="paged", prefix="paged", url=fixture_upstream.paged)
+    listener.join(10)
+    acknowledged, changed = heard
+    assert acknowledged["method"] == "notifications/subscriptions/acknowledged"
+    assert acknowledged["params"]["notifications"] == {
+        "toolsListChanged": True
+    }  # no resource subscriptions
+    assert changed["method"] == "notifications/tools/list_changed"
+    assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
+
+
+def test_closing_a_stateless_request_cancels_it_upstream(env: Env) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "fx__slow", "arguments": {"seconds": 10}, "_meta": MODERN_META},
+    }
+    headers = {
+        "Authorization": f"Bearer {env.key}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "fx__slow",
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(env.url, json=body, headers=headers, timeout=httpx.Timeout(30, read=1.0))
+    assert eventually(lambda: env.fixture.cancelled("tools", "slow"), 1) == 1
+    assert eventually(lambda: [r.status for r in mcp_logged()][-1:], ["cancelled"]) == ["cancelled"]
