@@ -19,7 +19,7 @@ from mcpgw.models import AuthMode, McpCredential, McpServer
 
 CALLBACK_PATH = "/mcp/oauth/callback"
 _PER_USER = (AuthMode.PER_USER_TOKEN, AuthMode.PER_USER_OAUTH)
-_signed_in = login_required(login_url="admin:login")
+_signed_in = login_required(login_url="login")
 
 
 def callback_url(request: HttpRequest) -> str:

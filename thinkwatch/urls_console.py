@@ -1,6 +1,7 @@
 """Port 3001: the console (Django admin), the management API and health checks."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth
 from django.urls import path
 from django.views.generic import RedirectView
 
@@ -12,6 +13,16 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    # Sign-in for everyone (the admin's own login admits staff only): users who are not
+    # staff sign in here to connect their MCP accounts.
+    path(
+        "accounts/login/",
+        auth.LoginView.as_view(
+            extra_context={"site_header": "ThinkWatch", "site_title": "ThinkWatch"}
+        ),
+        name="login",
+    ),
+    path("accounts/logout/", auth.LogoutView.as_view(next_page="login"), name="logout"),
     path("mcp/connect/<int:server_id>/", mcp.connect, name="mcp-connect"),
     path("mcp/connect/<int:server_id>/remove", mcp.disconnect, name="mcp-disconnect"),
     path("mcp/oauth/callback", mcp.oauth_callback, name="mcp-oauth-callback"),

@@ -504,3 +504,26 @@ async def test_it_keeps_tokens_out_of_the_logs_when_refreshing(
     ]
     assert "mcp.credential.refreshed" in caplog.text
     assert [s for s in secrets if s in caplog.text] == []
+
+
+def test_a_user_who_is_not_staff_signs_in_to_connect(github: McpServer, bob: User) -> None:
+    bob.set_password("A-long-enough-password-1")
+    bob.save()
+    browser = Client()
+    connect = f"/mcp/connect/{github.pk}/"
+
+    bounced = browser.get(connect)
+    assert bounced.status_code == 302 and bounced["Location"].startswith("/accounts/login/")
+    assert (
+        browser.post(
+            "/admin/login/", {"username": bob.username, "password": "A-long-enough-password-1"}
+        ).status_code
+        == 200
+    )  # the admin refuses non-staff
+    signed_in = browser.post(
+        f"/accounts/login/?next={connect}",
+        {"username": bob.username, "password": "A-long-enough-password-1", "next": connect},
+    )
+    assert signed_in.status_code == 302 and signed_in["Location"] == connect
+    assert browser.get(connect).status_code == 200
+    assert browser.get("/admin/").status_code == 302  # still no admin

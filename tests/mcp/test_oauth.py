@@ -144,7 +144,7 @@ def test_it_requires_a_console_sign_in(tracker: McpServer) -> None:
     page = Client().get(f"/mcp/connect/{tracker.pk}/")
 
     assert page.status_code == 302
-    assert page["Location"].startswith("/admin/login/")
+    assert page["Location"].startswith("/accounts/login/")
 
 
 def test_it_starts_over_from_the_connect_page_when_connected(tracker: McpServer, bob: User) -> None:
