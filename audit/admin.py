@@ -6,8 +6,24 @@ from django.http import HttpRequest
 from audit.models import AuditEvent, GatewayLog, McpLog
 
 
+class ReadOnlyLogAdmin(admin.ModelAdmin):
+    """A log is evidence: it can be read and searched, never added to, edited or deleted."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(GatewayLog)
-class GatewayLogAdmin(admin.ModelAdmin):
+class GatewayLogAdmin(ReadOnlyLogAdmin):
     list_display = [
         "created_at",
         "request_id",
@@ -27,41 +43,17 @@ class GatewayLogAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     show_full_result_count = False
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in GatewayLog._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyLogAdmin):
     list_display = ["created_at", "action", "actor", "object_type", "object_id"]
     list_filter = ["action", "object_type"]
     search_fields = ["action", "actor", "object_id"]
     date_hierarchy = "created_at"
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in AuditEvent._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(McpLog)
-class McpLogAdmin(admin.ModelAdmin):
+class McpLogAdmin(ReadOnlyLogAdmin):
     list_display = [
         "created_at",
         "request_id",
@@ -77,15 +69,3 @@ class McpLogAdmin(admin.ModelAdmin):
     search_fields = ["name", "request_id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in McpLog._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
