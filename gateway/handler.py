@@ -17,10 +17,11 @@ import re
 from contextlib import aclosing
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import ResolverMatch, URLPattern, get_resolver
 from django.urls.resolvers import RoutePattern
 
@@ -159,9 +160,18 @@ class GatewayHandler(ASGIHandler):
 
     def _too_large(self, scope: dict[str, Any], request_id: str) -> HttpResponseBase:
         request = GatewayRequest(scope, b"", request_id)
+        error = errors.too_large(settings.GATEWAY_MAX_BODY_BYTES)
+        if request.path == "/mcp":  # a JSON-RPC error; MCP calls are logged once routed
+            body = {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32600, "message": error.message},
+            }
+            response = HttpResponse(orjson.dumps(body), status=413, content_type="application/json")
+            response["Connection"] = "close"
+            return response
         ingress = formats.for_path(request.path)
         call = Call(request, ingress.name)
-        error = errors.too_large(settings.GATEWAY_MAX_BODY_BYTES)
         call.fail(error.status, error.code, error.message)
         call.finish()
         response = errors.response(error, ingress.error_body)

@@ -809,3 +809,18 @@ def test_closing_a_stateless_request_cancels_it_upstream(env: Env) -> None:
         httpx.post(env.url, json=body, headers=headers, timeout=httpx.Timeout(30, read=1.0))
     assert eventually(lambda: env.fixture.cancelled("tools", "slow"), 1) == 1
     assert eventually(lambda: [r.status for r in mcp_logged()][-1:], ["cancelled"]) == ["cancelled"]
+
+
+def test_a_body_over_the_limit_gets_a_json_rpc_413(env: Env, settings: Any) -> None:
+    settings.GATEWAY_MAX_BODY_BYTES = 2048
+    session = env.initialize()
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "fx__echo", "arguments": {"message": "x" * 5000}},
+    }
+    answer = env.post(body, Mcp_Session_Id=session)
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == -32600
+    assert env.fixture.calls("tools", "echo") == 0
