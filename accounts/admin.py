@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.html import format_html
 
+from accounts.lockout import LockoutAdminAuthenticationForm
 from accounts.models import (
     ApiKey,
     KeyLifecycleError,
@@ -31,6 +32,7 @@ def _site_name() -> str:
 
 
 admin.site.site_header = lazy(_site_name, str)()
+admin.site.login_form = LockoutAdminAuthenticationForm
 admin.site.site_title = lazy(_site_name, str)()
 admin.site.index_title = "Console"
 

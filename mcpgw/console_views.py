@@ -107,3 +107,15 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     except oauth.OAuthError as exc:
         return _page(request, "result.html", status=400, server=None, error=exc.description)
     return _page(request, "result.html", server=connection.server, connected=True)
+
+
+@never_cache
+@_signed_in
+@require_GET
+def connections(request: HttpRequest) -> HttpResponse:
+    """Where a user lands after signing in: the servers that act with their own account,
+    and whether each is connected."""
+    connected = {row.server_id: row for row in McpCredential.objects.filter(user=_user(request))}
+    servers = McpServer.objects.filter(enabled=True, auth_mode__in=_PER_USER).order_by("name")
+    rows = [(server, connected.get(server.pk)) for server in servers]
+    return _page(request, "connections.html", rows=rows)

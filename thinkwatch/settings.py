@@ -132,6 +132,13 @@ QUOTA_HOLD_SECONDS = _int("THINKWATCH_QUOTA_HOLD_SECONDS", 3600, minimum=60)
 BUDGET_ALERT_WEBHOOK_URL = env.str("THINKWATCH_BUDGET_ALERT_WEBHOOK_URL", default="")
 WEBHOOK_SECRET = keyfiles.optional("THINKWATCH_WEBHOOK_SECRET")
 
+# --- console sign-in -----------------------------------------------------------------
+
+# Failed sign-ins for one account before it is locked, and the first lock's length (it
+# doubles with each further failure, up to a day).
+LOGIN_FAILURES_BEFORE_LOCK = _int("THINKWATCH_LOGIN_FAILURES_BEFORE_LOCK", 5, minimum=1)
+LOGIN_LOCK_SECONDS = _int("THINKWATCH_LOGIN_LOCK_SECONDS", 60, minimum=1)
+
 # --- MCP gateway ---------------------------------------------------------------------
 
 # Address ranges upstream MCP servers and OAuth endpoints may live in although they are

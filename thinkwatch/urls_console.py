@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth
 from django.urls import path
 from django.views.generic import RedirectView
 
+from accounts.lockout import LockoutAuthenticationForm
 from mcpgw import console_views as mcp
 from thinkwatch import health
 from thinkwatch.api import api
@@ -18,11 +19,14 @@ urlpatterns = [
     path(
         "accounts/login/",
         auth.LoginView.as_view(
-            extra_context={"site_header": "ThinkWatch", "site_title": "ThinkWatch"}
+            authentication_form=LockoutAuthenticationForm,
+            next_page="mcp-connections",
+            extra_context={"site_header": "ThinkWatch", "site_title": "ThinkWatch"},
         ),
         name="login",
     ),
     path("accounts/logout/", auth.LogoutView.as_view(next_page="login"), name="logout"),
+    path("mcp/connections/", mcp.connections, name="mcp-connections"),
     path("mcp/connect/<int:server_id>/", mcp.connect, name="mcp-connect"),
     path("mcp/connect/<int:server_id>/remove", mcp.disconnect, name="mcp-disconnect"),
     path("mcp/oauth/callback", mcp.oauth_callback, name="mcp-oauth-callback"),

@@ -527,3 +527,19 @@ def test_a_user_who_is_not_staff_signs_in_to_connect(github: McpServer, bob: Use
     assert signed_in.status_code == 302 and signed_in["Location"] == connect
     assert browser.get(connect).status_code == 200
     assert browser.get("/admin/").status_code == 302  # still no admin
+
+
+def test_signing_in_lands_on_the_users_connections(github: McpServer, bob: User) -> None:
+    bob.set_password("A-long-enough-password-1")
+    bob.save()
+    browser = Client()
+    landed = browser.post(
+        "/accounts/login/", {"username": bob.username, "password": "A-long-enough-password-1"}
+    )
+    assert landed.status_code == 302 and landed["Location"] == "/mcp/connections/"
+    page = browser.get("/mcp/connections/")
+    assert page.status_code == 200
+    assert github.name.encode() in page.content and b"Not connected" in page.content
+    assert f"/mcp/connect/{github.pk}/".encode() in page.content
+    assert browser.post("/accounts/logout/").status_code == 302
+    assert browser.get("/mcp/connections/").status_code == 302  # signed out
