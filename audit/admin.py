@@ -1,29 +1,11 @@
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
 from audit.models import AuditEvent, GatewayLog, McpLog
-
-
-class ReadOnlyLogAdmin(admin.ModelAdmin):
-    """A log is evidence: it can be read and searched, never added to, edited or deleted."""
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from thinkwatch.lib.admin import ReadOnlyAdmin
 
 
 @admin.register(GatewayLog)
-class GatewayLogAdmin(ReadOnlyLogAdmin):
+class GatewayLogAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "request_id",
@@ -45,7 +27,7 @@ class GatewayLogAdmin(ReadOnlyLogAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyLogAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "action", "actor", "object_type", "object_id"]
     list_filter = ["action", "object_type"]
     search_fields = ["action", "actor", "object_id"]
@@ -53,7 +35,7 @@ class AuditEventAdmin(ReadOnlyLogAdmin):
 
 
 @admin.register(McpLog)
-class McpLogAdmin(ReadOnlyLogAdmin):
+class McpLogAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "request_id",

@@ -7,7 +7,7 @@ model name restored), other traffic is converted via the canonical representatio
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -255,12 +255,21 @@ class Conversion:
 Translator = PassThrough | Conversion
 
 
-class EventStream(StreamingHttpResponse):
-    """An SSE response whose source the gateway handler iterates, then closes, itself."""
+class StreamSource(Protocol):
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
 
-    def __init__(self, source: "Relay") -> None:
-        super().__init__(source, content_type="text/event-stream")
+    def close(self) -> None: ...
+
+
+class EventStream(StreamingHttpResponse):
+    """An SSE response whose source the gateway handler iterates, then closes, itself
+    (the AI gateway's relays and the MCP gateway's streams)."""
+
+    def __init__(self, source: StreamSource, headers: dict[str, str] | None = None) -> None:
+        super().__init__(source, content_type="text/event-stream", headers=headers)
         self.source = source
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
 
 
 async def stream(
@@ -289,8 +298,6 @@ async def stream(
     call.status = 200
     relay = Relay(call, upstream, response, translator, error_event, estimated_input)
     reply = EventStream(relay)
-    reply["Cache-Control"] = "no-cache"
-    reply["X-Accel-Buffering"] = "no"
     reply["x-thinkwatch-provider"] = upstream.provider_name
     return reply
 

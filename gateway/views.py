@@ -37,6 +37,12 @@ def error_response(ingress: Ingress, error: GatewayError) -> HttpResponse:
     return errors.response(error, ingress.error_body)
 
 
+def _refused(call: Call, ingress: Ingress, error: GatewayError) -> HttpResponse:
+    """The request's answer, and its log record's outcome, when the gateway says no."""
+    call.fail(error.status, error.code, error.message)
+    return error_response(ingress, error)
+
+
 def _method_not_allowed(ingress: Ingress, allowed: str) -> HttpResponse:
     error = GatewayError(
         405, "invalid_request_error", f"Use {allowed} on this endpoint.", "method_not_allowed"
@@ -90,6 +96,19 @@ def _forwarded(request: HttpRequest, ingress: Ingress) -> dict[str, str] | None:
     return found or None
 
 
+async def _admitted(
+    call: Call, grant: KeyGrant, body_bytes: int, max_tokens: int | None
+) -> Upstream:
+    """Pick the route for the call's model and admit the request against every rule and
+    budget at its worst-case cost (raises the 429 when a limit says no)."""
+    plan = await plan_for(grant, call.model)
+    call.price = plan.price
+    call.upstream = upstream = plan.pick()
+    cost = admission.worst_case(plan.price, body_bytes, max_tokens)
+    await admission.admit(call, "ai_gateway", _subjects(call, upstream), cost)
+    return upstream
+
+
 async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
     """One model request in any ingress format, to whichever provider serves the model."""
     if request.method != "POST":
@@ -99,12 +118,8 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
     try:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = ingress.parse(request.body)
-        call.model = model = payload["model"]
-        plan = await plan_for(grant, model)
-        call.price = plan.price
-        call.upstream = upstream = plan.pick()
-        cost = admission.worst_case(plan.price, len(request.body), ingress.max_tokens(payload))
-        await admission.admit(call, "ai_gateway", _subjects(call, upstream), cost)
+        call.model = payload["model"]
+        upstream = await _admitted(call, grant, len(request.body), ingress.max_tokens(payload))
         if payload.get("stream"):
             response = await _stream(request, call, ingress, payload, upstream)
             handed_off = True  # the stream writes the log record when it ends
@@ -114,12 +129,9 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
             response[name] = value
         return response
     except c.Unsupported as exc:
-        error = unsupported(exc)
-        call.fail(error.status, error.code, error.message)
-        return error_response(ingress, error)
+        return _refused(call, ingress, unsupported(exc))
     except GatewayError as error:
-        call.fail(error.status, error.code, error.message)
-        return error_response(ingress, error)
+        return _refused(call, ingress, error)
     except asyncio.CancelledError:
         call.fail(499, "cancelled", "the request was cancelled before it completed")
         raise
@@ -252,8 +264,7 @@ async def list_models(request: HttpRequest) -> HttpResponse:
         ]
         return _json({"object": "list", "data": data})
     except GatewayError as error:
-        call.fail(error.status, error.code, error.message)
-        return error_response(ingress, error)
+        return _refused(call, ingress, error)
     finally:
         call.finish()
 
@@ -293,11 +304,7 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = embedding_format.parse_request(request.body)
         call.model = payload["model"]
-        plan = await plan_for(grant, call.model)
-        call.price = plan.price
-        call.upstream = upstream = plan.pick()
-        cost = admission.worst_case(plan.price, len(request.body), 0)
-        await admission.admit(call, "ai_gateway", _subjects(call, upstream), cost)
+        upstream = await _admitted(call, grant, len(request.body), 0)
         dialect = upstream.endpoint.spec.embedding_dialect
         embed = _EMBEDDERS.get(dialect)
         if embed is None:
@@ -307,12 +314,9 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
             response[name] = value
         return response
     except c.Unsupported as exc:
-        error = unsupported(exc)
-        call.fail(error.status, error.code, error.message)
-        return error_response(OPENAI_CHAT, error)
+        return _refused(call, OPENAI_CHAT, unsupported(exc))
     except GatewayError as error:
-        call.fail(error.status, error.code, error.message)
-        return error_response(OPENAI_CHAT, error)
+        return _refused(call, OPENAI_CHAT, error)
     except Exception:
         call.fail(500, "internal_error", "unexpected error in the gateway")
         raise
@@ -443,12 +447,9 @@ async def count_tokens(request: HttpRequest) -> HttpResponseBase:
             response["x-thinkwatch-estimated"] = "true"
         return response
     except c.Unsupported as exc:
-        error = unsupported(exc)
-        call.fail(error.status, error.code, error.message)
-        return error_response(ingress, error)
+        return _refused(call, ingress, unsupported(exc))
     except GatewayError as error:
-        call.fail(error.status, error.code, error.message)
-        return error_response(ingress, error)
+        return _refused(call, ingress, error)
     except (KeyError, TypeError, ValueError) as exc:
         unreadable = proxy.unreadable(call.upstream, exc)  # type: ignore[arg-type]
         call.fail(unreadable.status, unreadable.code, unreadable.message)

@@ -154,22 +154,7 @@ def save_token(user: User, server: McpServer, token: str) -> McpCredential:
         raise ValidationError(
             {"token": "Paste the token alone: no 'Bearer' before it, no spaces or line breaks."}
         )
-    sealed = McpCredential()
-    sealed.set_tokens(token)
-    credential, _ = McpCredential.objects.update_or_create(
-        user=user,
-        server=server,
-        defaults={
-            "kind": CredentialKind.TOKEN,
-            "access_token": sealed.access_token,
-            "refresh_token": "",
-            "expires_at": None,
-            "scopes": "",
-            "token_endpoint": "",
-            "token_auth_method": "",
-        },
-    )
-    return credential
+    return McpCredential.store(user, server, CredentialKind.TOKEN, token)
 
 
 def remove_connection(user: User, server: McpServer) -> bool:

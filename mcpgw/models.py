@@ -2,6 +2,7 @@
 state of OAuth connections in progress."""
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -175,6 +176,27 @@ class McpCredential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.server}"
+
+    @classmethod
+    def store(
+        cls, user: Any, server: McpServer, kind: str, access: str, refresh: str = "", **fields: Any
+    ) -> "McpCredential":
+        """Create or replace the user's credential for the server, tokens sealed; fields
+        not given (expiry, scopes, token endpoint) are cleared."""
+        sealed = cls()
+        sealed.set_tokens(access, refresh)
+        defaults = {
+            "kind": kind,
+            "access_token": sealed.access_token,
+            "refresh_token": sealed.refresh_token,
+            "expires_at": None,
+            "scopes": "",
+            "token_endpoint": "",
+            "token_auth_method": "",
+            **fields,
+        }
+        credential, _ = cls.objects.update_or_create(user=user, server=server, defaults=defaults)
+        return credential
 
     def set_tokens(self, access: str, refresh: str = "") -> None:
         self.access_token = crypto.encrypt(access, ACCESS_TOKEN_PURPOSE)

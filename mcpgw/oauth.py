@@ -311,22 +311,17 @@ def _redeem(server: McpServer, endpoint: str, method: str, form: dict[str, str])
 def _save(
     user: User, server: McpServer, tokens: Tokens, token_endpoint: str, method: str
 ) -> McpCredential:
-    sealed = McpCredential()
-    sealed.set_tokens(tokens.access, tokens.refresh)
-    credential, _ = McpCredential.objects.update_or_create(
-        user=user,
-        server=server,
-        defaults={
-            "kind": CredentialKind.OAUTH,
-            "access_token": sealed.access_token,
-            "refresh_token": sealed.refresh_token,
-            "expires_at": tokens.expires_at(timezone.now()),
-            "scopes": tokens.scope[:500],
-            "token_endpoint": token_endpoint,
-            "token_auth_method": method,
-        },
+    return McpCredential.store(
+        user,
+        server,
+        CredentialKind.OAUTH,
+        tokens.access,
+        tokens.refresh,
+        expires_at=tokens.expires_at(timezone.now()),
+        scopes=tokens.scope[:500],
+        token_endpoint=token_endpoint,
+        token_auth_method=method,
     )
-    return credential
 
 
 # --- wire ----------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from audit.models import McpLog
 from audit.writer import LogWriter, TableWriter
 
@@ -45,8 +47,6 @@ def redact(value: Any, depth: int = 0) -> Any:
 
 
 def _bounded(arguments: Any) -> Any:
-    import orjson
-
     if arguments is None:
         return None
     try:

@@ -11,6 +11,7 @@ from django.db.models import Q
 from accounts.models import RoleAssignment
 from mcpgw.models import McpServer
 from thinkwatch.lib.db import off_loop
+from thinkwatch.lib.snapshot import Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +58,13 @@ def _load_role_patterns(user_id: int, team_id: int | None) -> list[str]:
 
 class Registry:
     def __init__(self) -> None:
-        self._servers: list[McpServer] | None = None
+        self._servers: Snapshot[list[McpServer]] = Snapshot(_load_servers)
         self._roles: dict[tuple[int, int | None], list[str]] = {}
         self._generation = 0
         self._subscribers: list[Callable[[], None]] = []
 
     async def servers(self) -> list[McpServer]:
-        servers = self._servers
-        if servers is None:
-            generation = self._generation
-            servers = await _load_servers()
-            if generation == self._generation:
-                self._servers = servers
-        return servers
+        return await self._servers.get()
 
     async def server_by_prefix(self, prefix: str) -> McpServer | None:
         for server in await self.servers():
@@ -87,15 +82,14 @@ class Registry:
                 self._roles[key] = patterns
         return patterns
 
-    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[], None]) -> None:
         """Call `callback` when anything changes (from whichever thread committed the
-        change: callbacks must be thread-safe); returns the function that unsubscribes."""
+        change: callbacks must be thread-safe)."""
         self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     def clear(self) -> None:
         self._generation += 1
-        self._servers = None
+        self._servers.clear()
         self._roles.clear()
         for callback in list(self._subscribers):
             callback()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mcp_types.jsonrpc import (
@@ -78,7 +78,6 @@ class Caller:
     client_ip: str | None
     user_agent: str
     session_id: str = ""
-    capabilities: dict[str, Any] = field(default_factory=dict)
 
     @property
     def user_id(self) -> int:

@@ -28,8 +28,6 @@ class Session:
     id: str
     key_id: int
     version: str
-    capabilities: dict[str, Any] = field(default_factory=dict)
-    client_info: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     seen: float = field(default_factory=time.time)
 

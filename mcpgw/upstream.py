@@ -18,7 +18,6 @@ Each server has a circuit breaker: after `MCP_BREAKER_FAILURES` consecutive fail
 
 import asyncio
 import hashlib
-import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -36,8 +35,6 @@ from mcp_types.jsonrpc import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST
 from pydantic import TypeAdapter
 
 from mcpgw import ssrf
-
-logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 Listener = Callable[[int, str], None]
@@ -340,14 +337,6 @@ class Pool:
                 if not connection.alive or now - connection.last_used > _IDLE_SECONDS:
                     connection.close()
                     del self._connections[key]
-
-    def drop_server(self, server_id: int) -> None:
-        """Close the server's connections (it was changed or removed)."""
-        for key, connection in list(self._connections.items()):
-            if key[0] == server_id:
-                connection.close()
-                del self._connections[key]
-        self._breakers.pop(server_id, None)
 
     async def close(self) -> None:
         tasks = [c.task for c in self._connections.values() if c.task is not None]

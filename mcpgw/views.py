@@ -15,14 +15,13 @@ session-era version means the stateless era (an unknown one is refused there).
 """
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
@@ -41,11 +40,11 @@ from mcp_types.version import (
 
 from gateway.auth import authenticate
 from gateway.errors import GatewayError
+from gateway.proxy import EventStream
 from mcpgw import catalog, sessions, upstream
 from mcpgw.registry import policy_of, registry
 from mcpgw.service import CANCELLED, Caller, Reply, dispatch
-
-logger = logging.getLogger(__name__)
+from thinkwatch.lib import sse
 
 SERVER_INFO = {"name": "thinkwatch", "title": "ThinkWatch MCP gateway", "version": "1.0"}
 CAPABILITIES = {
@@ -62,8 +61,10 @@ _LIST_CHANGED = (
     "notifications/resources/list_changed",
     "notifications/prompts/list_changed",
 )
-_CACHEABLE = {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
-_CACHEABLE |= {"resources/read", "server/discover"}
+_CACHEABLE = {
+    *("tools/list", "prompts/list", "resources/list", "resources/templates/list"),
+    *("resources/read", "server/discover"),
+}
 _KEEPALIVE_SECONDS = 15.0
 
 registry.subscribe(lambda: sessions.local.notify_all(_LIST_CHANGED))
@@ -83,10 +84,9 @@ upstream.listeners.append(_on_upstream_change)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
+    return HttpResponse(
+        orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
 
 
 def _error(msg_id: Any, code: int, message: str, status: int, data: Any = None) -> HttpResponse:
@@ -97,26 +97,11 @@ def _error(msg_id: Any, code: int, message: str, status: int, data: Any = None) 
 
 
 def _empty(status: int, headers: dict[str, str] | None = None) -> HttpResponse:
-    response = HttpResponse(status=status)
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
+    return HttpResponse(status=status, headers=headers)
 
 
 def _event(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
-
-
-class _Stream(StreamingHttpResponse):
-    """An SSE response whose source the gateway handler iterates, then closes."""
-
-    def __init__(self, source: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(source, content_type="text/event-stream")
-        self.source = source
-        self["Cache-Control"] = "no-cache"
-        self["X-Accel-Buffering"] = "no"
-        for name, value in (headers or {}).items():
-            self[name] = value
+    return sse.encode(orjson.dumps(message), "message")
 
 
 class Exchange:
@@ -193,7 +178,7 @@ async def endpoint(request: HttpRequest) -> HttpResponseBase:
     version = request.META.get("HTTP_MCP_PROTOCOL_VERSION")
     if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
         return await _modern(request, grant)
-    return await _legacy(request, grant, version)
+    return await _legacy(request, grant)
 
 
 async def _caller(request: HttpRequest, grant: Any, version: str, modern: bool) -> Caller:
@@ -233,7 +218,7 @@ def _parse(request: HttpRequest) -> dict[str, Any] | HttpResponse:
 # --- session-based era ---------------------------------------------------------------
 
 
-async def _legacy(request: HttpRequest, grant: Any, version: str | None) -> HttpResponseBase:
+async def _legacy(request: HttpRequest, grant: Any) -> HttpResponseBase:
     if request.method == "GET":
         return await _listen(request, grant)
     if request.method == "DELETE":
@@ -249,12 +234,9 @@ async def _legacy(request: HttpRequest, grant: Any, version: str | None) -> Http
     method, msg_id = body.get("method"), body.get("id")
     if method == "initialize":
         return await _initialize(request, grant, body)
-    session_id = request.META.get("HTTP_MCP_SESSION_ID")
-    if not session_id:
-        return _error(msg_id, INVALID_REQUEST, "Missing Mcp-Session-Id: initialize first.", 400)
-    session = await sessions.store().get(session_id)
-    if session is None or session.key_id != grant.id:
-        return _error(msg_id, INVALID_REQUEST, "Session not found: initialize a new one.", 404)
+    session = await _session_of(request, grant, msg_id)
+    if isinstance(session, HttpResponse):
+        return session
     if method is None or "id" not in body:  # a notification, or a response to us
         if method == "notifications/cancelled":
             params = body.get("params") or {}
@@ -262,7 +244,6 @@ async def _legacy(request: HttpRequest, grant: Any, version: str | None) -> Http
         return _empty(202)
     caller = await _caller(request, grant, session.version, modern=False)
     caller.session_id = session.id
-    caller.capabilities = session.capabilities
     params = body.get("params") or {}
     if method == "ping":
         return _json({"jsonrpc": "2.0", "id": msg_id, "result": {}})
@@ -274,15 +255,7 @@ async def _initialize(request: HttpRequest, grant: Any, body: dict[str, Any]) ->
     params = body.get("params") or {}
     requested = params.get("protocolVersion")
     version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-    capabilities = params.get("capabilities")
-    client_info = params.get("clientInfo")
-    session = sessions.Session(
-        id=sessions.new_id(),
-        key_id=grant.id,
-        version=version,
-        capabilities=capabilities if isinstance(capabilities, dict) else {},
-        client_info=client_info if isinstance(client_info, dict) else {},
-    )
+    session = sessions.Session(id=sessions.new_id(), key_id=grant.id, version=version)
     await sessions.store().put(session)
     result = {
         "protocolVersion": version,
@@ -296,13 +269,16 @@ async def _initialize(request: HttpRequest, grant: Any, body: dict[str, Any]) ->
     )
 
 
-async def _session_of(request: HttpRequest, grant: Any) -> sessions.Session | HttpResponse:
+async def _session_of(
+    request: HttpRequest, grant: Any, msg_id: Any = None
+) -> sessions.Session | HttpResponse:
+    """The request's session; another key's session is as unknown as a made-up one."""
     session_id = request.META.get("HTTP_MCP_SESSION_ID")
     if not session_id:
-        return _error(None, INVALID_REQUEST, "Missing Mcp-Session-Id.", 400)
+        return _error(msg_id, INVALID_REQUEST, "Missing Mcp-Session-Id: initialize first.", 400)
     session = await sessions.store().get(session_id)
     if session is None or session.key_id != grant.id:
-        return _error(None, INVALID_REQUEST, "Session not found.", 404)
+        return _error(msg_id, INVALID_REQUEST, "Session not found: initialize a new one.", 404)
     return session
 
 
@@ -324,7 +300,7 @@ async def _listen(request: HttpRequest, grant: Any) -> HttpResponseBase:
     if isinstance(session, HttpResponse):
         return session
     queue = sessions.local.open_stream(session.id)
-    return _Stream(_Notifications(session.id, queue))
+    return EventStream(_Notifications(session.id, queue))
 
 
 class _Notifications:
@@ -393,7 +369,7 @@ async def _answer(
         exchange.start()
         if session_id is not None and exchange.task is not None:
             _track(session_id, msg_id, exchange.task)
-        return _Stream(exchange, headers)
+        return EventStream(exchange, headers)
     task = asyncio.get_running_loop().create_task(work(None))
     if session_id is not None:
         _track(session_id, msg_id, task)
@@ -448,8 +424,6 @@ async def _modern(request: HttpRequest, grant: Any) -> HttpResponseBase:
     if isinstance(verdict, InboundLadderRejection):
         return _error(msg_id, verdict.code, verdict.message, 400, verdict.data)
     caller = await _caller(request, grant, verdict.protocol_version, modern=True)
-    caps = verdict.client_capabilities
-    caller.capabilities = caps if isinstance(caps, dict) else {}
     params = body.get("params") or {}
     if method == "server/discover":
         return _json({"jsonrpc": "2.0", "id": msg_id, "result": _discover()})
@@ -500,7 +474,7 @@ def _subscribe(msg_id: Any, params: dict[str, Any]) -> HttpResponseBase:
             return None
         return {**message, "params": {**(message.get("params") or {}), "_meta": tag}}
 
-    return _Stream(_Notifications(stream_id, queue, first, shape))
+    return EventStream(_Notifications(stream_id, queue, first, shape))
 
 
 def _raw_headers(request: HttpRequest) -> list[tuple[str, str]]:

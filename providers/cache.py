@@ -3,7 +3,6 @@ whole (it is small) and swapped when the config revision changes. Secrets are de
 once, here, and live only in this process's memory.
 """
 
-import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from providers.specs import Operation, ProviderSpec
 from thinkwatch.lib import crypto, http
 from thinkwatch.lib.aws import AwsCredentials
 from thinkwatch.lib.db import off_loop
+from thinkwatch.lib.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -181,33 +181,5 @@ def load_route_table() -> RouteTable:
     return RouteTable(models, tuple(prefixes), len(endpoints))
 
 
-class RouteCache:
-    """The current table; loaded on first use, replaced by `reload`, dropped by `clear`."""
-
-    def __init__(self) -> None:
-        self._table: RouteTable | None = None
-        self._loading: asyncio.Task[RouteTable] | None = None
-        self._generation = 0
-
-    async def get(self) -> RouteTable:
-        table = self._table
-        if table is not None:
-            return table
-        if self._loading is None or self._loading.done():
-            self._loading = asyncio.ensure_future(self.reload())
-        return await asyncio.shield(self._loading)
-
-    async def reload(self) -> RouteTable:
-        generation = self._generation
-        table = await _load()
-        if generation == self._generation:
-            self._table = table
-        return table
-
-    def clear(self) -> None:
-        self._generation += 1
-        self._table = None
-
-
-_load = off_loop(load_route_table)
-routes = RouteCache()
+# Reloaded on a config change (gateway/revision.py).
+routes: Snapshot[RouteTable] = Snapshot(off_loop(load_route_table))

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from quotas.models import Budget, BudgetAlert, QuotaReset, RateLimitRule
+from thinkwatch.lib.admin import ReadOnlyAdmin
 
 
 class LimitAdmin(admin.ModelAdmin):
@@ -29,19 +30,8 @@ class BudgetAdmin(LimitAdmin):
     list_filter = ["subject_kind", "period", "unit", "enabled"]
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(BudgetAlert)
-class BudgetAlertAdmin(ReadOnly):
+class BudgetAlertAdmin(ReadOnlyAdmin):
     list_display = [
         "fired_at",
         "budget",
@@ -55,5 +45,5 @@ class BudgetAlertAdmin(ReadOnly):
 
 
 @admin.register(QuotaReset)
-class QuotaResetAdmin(ReadOnly):
+class QuotaResetAdmin(ReadOnlyAdmin):
     list_display = ["at", "subject_kind", "subject_id", "by", "reason"]

@@ -10,7 +10,6 @@ Where a request's limits come from:
 A slot is (metric, window) for rules and (period, unit) for budgets.
 """
 
-import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -24,6 +23,7 @@ from accounts.models import RoleAssignment
 from quotas.counters import BudgetCheck, WindowCheck
 from quotas.models import Budget, Period, RateLimitRule, Window
 from thinkwatch.lib.db import off_loop
+from thinkwatch.lib.snapshot import Snapshot
 
 Subject = tuple[str, Any]
 
@@ -204,33 +204,7 @@ def load_quota_table() -> QuotaTable:
     return QuotaTable(rules, budgets, roles_of, min(expiries, default=math.inf))
 
 
-class QuotaCache:
-    """The current table; loaded on first use and again when a limit in it expires."""
-
-    def __init__(self) -> None:
-        self._table: QuotaTable | None = None
-        self._loading: asyncio.Task[QuotaTable] | None = None
-        self._generation = 0
-
-    async def get(self) -> QuotaTable:
-        table = self._table
-        if table is not None and time.time() < table.valid_until:
-            return table
-        if self._loading is None or self._loading.done():
-            self._loading = asyncio.ensure_future(self.reload())
-        return await asyncio.shield(self._loading)
-
-    async def reload(self) -> QuotaTable:
-        generation = self._generation
-        table = await _load()
-        if generation == self._generation:
-            self._table = table
-        return table
-
-    def clear(self) -> None:
-        self._generation += 1
-        self._table = None
-
-
-_load = off_loop(load_quota_table)
-quotas = QuotaCache()
+# Reloaded on a config change, and when a limit in the table expires.
+quotas: Snapshot[QuotaTable] = Snapshot(
+    off_loop(load_quota_table), fresh=lambda table: time.time() < table.valid_until
+)
