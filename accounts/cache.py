@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 from cachetools import TTLCache
 from django.conf import settings
 
+from accounts.access import Rights
 from accounts.models import ApiKey, KeyState
 from thinkwatch.lib.db import off_loop
 
@@ -26,6 +27,9 @@ class KeyGrant:
     owner_id: int | None
     team_id: int | None
     surfaces: frozenset[str]
+    # Surfaces whose `<surface>:use` right the owner holds in the key's team (service keys:
+    # all of them; an admin issued the key for exactly those surfaces).
+    usable: frozenset[str]
     model_patterns: tuple[str, ...]
     mcp_tools: tuple[str, ...] | None  # None: as the owner's roles allow
     expires_at: float | None
@@ -59,6 +63,13 @@ def _ts(value: object) -> float | None:
     return value.timestamp() if value is not None else None  # type: ignore[attr-defined]
 
 
+def _usable(key: ApiKey) -> frozenset[str]:
+    if key.owner is None:
+        return frozenset(key.surfaces)
+    rights = Rights.of(key.owner)
+    return frozenset(s for s in key.surfaces if rights.has(f"{s}:use", key.team_id))
+
+
 def grant_of(key: ApiKey) -> KeyGrant:
     return KeyGrant(
         id=key.pk,
@@ -67,6 +78,7 @@ def grant_of(key: ApiKey) -> KeyGrant:
         owner_id=key.owner_id,
         team_id=key.team_id,
         surfaces=frozenset(key.surfaces),
+        usable=_usable(key),
         model_patterns=tuple(key.allowed_models),
         mcp_tools=None if key.mcp_tools is None else tuple(key.mcp_tools),
         expires_at=_ts(key.expires_at),

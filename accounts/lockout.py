@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
+
+from accounts.runtime import setting
 
 _PREFIX = "login-failures:"
 _LONGEST = 86_400
@@ -46,9 +47,9 @@ def failed(username: str, now: float | None = None) -> Record:
     now = now or time.time()
     record = _load(username)
     record.failures += 1
-    over = record.failures - settings.LOGIN_FAILURES_BEFORE_LOCK
+    over = record.failures - setting("security.login_failures_before_lock")
     if over >= 0:
-        seconds = min(settings.LOGIN_LOCK_SECONDS * 2**over, _LONGEST)
+        seconds = min(setting("security.login_lock_seconds") * 2**over, _LONGEST)
         record.locked_until = now + seconds
     cache.set(_key(username), record.__dict__, timeout=_LONGEST * 2)
     return record

@@ -10,6 +10,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
+from guardian.models import UserObjectPermissionBase
+
+from accounts.permissions import CATALOGUE, validate_permissions
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -101,9 +104,20 @@ class Team(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # The permission strings, as Django permissions: a user's global rights are kept as
+        # user permissions, team-scoped rights as django-guardian object permissions on
+        # the team (accounts/access.py keeps both in step with role assignments).
+        permissions = [(name, text) for name, text, _ in CATALOGUE]
 
     def __str__(self) -> str:
         return self.name
+
+
+class TeamUserObjectPermission(UserObjectPermissionBase):
+    """A user's right within one team (django-guardian's direct foreign-key form, so the
+    rows go with the team)."""
+
+    content_object = models.ForeignKey(Team, on_delete=models.CASCADE)
 
 
 class Membership(models.Model):
@@ -290,14 +304,27 @@ class ApiKey(models.Model):
         return successor, plaintext
 
 
+def no_permissions() -> list[str]:
+    return []
+
+
 class Role(models.Model):
-    """A role users hold, globally or within one team. Roles carry default rate limits and
-    budgets (quotas app); permissions come with the access-control work."""
+    """A role users hold, globally or within one team: permission strings (see
+    accounts/permissions.py), the MCP tools holders may call, and (quotas app) default rate
+    limits and budgets."""
 
     name = models.CharField(max_length=60, unique=True)
     slug = models.SlugField(max_length=60, unique=True)
     description = models.TextField(blank=True)
     builtin = models.BooleanField(default=False, editable=False)
+    permissions = models.JSONField(
+        default=no_permissions,
+        blank=True,
+        validators=[validate_permissions],
+        help_text='Permission strings or patterns, e.g. "api_keys:*", "logs:read_team"; "!" in '
+        "front denies, and a denial in any of a user's roles wins.",
+    )
+    version = models.PositiveIntegerField(default=1, editable=False)
     mcp_tools = models.JSONField(
         "MCP tools",
         default=every_tool,
@@ -340,3 +367,54 @@ class RoleAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} as {self.role}" + (f" in {self.team}" if self.team_id else "")
+
+
+class RoleRevision(models.Model):
+    """One version of a role: what it was after a change, and who made the change."""
+
+    role = models.ForeignKey(Role, null=True, on_delete=models.SET_NULL, related_name="revisions")
+    slug = models.SlugField(max_length=60)  # kept when the role is deleted
+    version = models.PositiveIntegerField()
+    action = models.CharField(max_length=16)  # created, updated, deleted, imported
+    snapshot = models.JSONField()  # name, description, permissions, mcp_tools
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    changed_by_name = models.CharField(max_length=254, blank=True)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.slug} v{self.version} ({self.action})"
+
+
+class UserSecurity(models.Model):
+    """Per-account sign-in state kept beside Django's user."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="security"
+    )
+    # Console sessions that began before this instant are ended (force logout).
+    sessions_revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"sign-in state of {self.user}"
+
+
+class RuntimeSetting(models.Model):
+    """An operator setting changed at runtime; absent rows take the registry's default."""
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key

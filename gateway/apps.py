@@ -37,4 +37,4 @@ def _changed(sender: type, update_fields: frozenset[str] | None = None, **kwargs
 
 
 # Saves that change nothing the gateway caches (a login updates last_login).
-_IRRELEVANT = {"last_login", "last_used_at"}
+_IRRELEVANT = {"last_login", "last_used_at", "is_staff"}

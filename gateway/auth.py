@@ -51,6 +51,10 @@ async def authenticate(meta: dict[str, str], surface: str) -> KeyGrant:
         raise unauthorized(message, code)
     if surface not in grant.surfaces:
         raise forbidden(f"This API key may not be used for {surface}.", "surface_not_allowed")
+    if surface not in grant.usable:
+        raise forbidden(
+            f"The owner of this API key lacks the {surface}:use permission.", "permission_denied"
+        )
     keys.note_use(grant)
     return grant
 

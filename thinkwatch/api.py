@@ -1,9 +1,10 @@
 """The management API: one NinjaAPI mounting each app's router.
 
-Callers authenticate with a console session (admins) or with a `tw-` key that has the
-`console` surface, as `Authorization: Bearer tw-...`. Until roles arrive, both must belong
-to a staff account; only /mcp/connections, where each user manages their own, takes any
-active user.
+Callers authenticate with a console session or with a `tw-` key that has the `console`
+surface, as `Authorization: Bearer tw-...`. Either way the account must hold a console
+right somewhere; each operation then checks the permission it needs (docs/permissions.md),
+the same check the console's pages make. /mcp/connections, where each user manages their
+own, takes any active account.
 """
 
 from typing import Any
@@ -14,15 +15,17 @@ from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
+from accounts import access
+from accounts.access import Denied, Rights
 from accounts.models import ApiKey, KeyState, Surface, hash_key, looks_like_key
 
 _USABLE = (KeyState.ACTIVE, KeyState.ROTATING)
 
 
 class ConsoleKeyAuth(HttpBearer):
-    def __init__(self, staff_only: bool = True) -> None:
+    def __init__(self, console_only: bool = True) -> None:
         super().__init__()
-        self.staff_only = staff_only
+        self.console_only = console_only
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         if not looks_like_key(token):
@@ -33,17 +36,21 @@ class ConsoleKeyAuth(HttpBearer):
         if Surface.CONSOLE not in key.surfaces:
             raise HttpError(403, "This API key does not have the console surface.")
         owner = key.owner
-        if owner is None or not owner.is_active or (self.staff_only and not owner.is_staff):
+        if owner is None or not owner.is_active:
             raise HttpError(403, "This API key's owner may not use the management API.")
+        if self.console_only and not Rights.of(owner).console:
+            raise HttpError(403, "This API key's owner holds no console permission.")
         request.user = owner
         request.api_key = key  # type: ignore[attr-defined]
         return owner
 
 
-class StaffSessionAuth(SessionAuth):
+class ConsoleSessionAuth(SessionAuth):
+    """A signed-in account holding a console right somewhere."""
+
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = request.user
-        if user.is_authenticated and user.is_active and user.is_staff:
+        if user.is_authenticated and user.is_active and Rights.of(user).console:
             return user
         return None
 
@@ -62,9 +69,19 @@ api = NinjaAPI(
     title="ThinkWatch management API",
     version="1",
     description=__doc__,
-    auth=[ConsoleKeyAuth(), StaffSessionAuth()],
+    auth=[ConsoleKeyAuth(), ConsoleSessionAuth()],
     urls_namespace="api",
 )
+
+
+@api.exception_handler(Denied)
+def denied(request: HttpRequest, exc: Denied) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc)}, status=403)
+
+
+def require(request: HttpRequest, perm: str, team_id: int | None = None) -> None:
+    """Refuse with 403 unless the caller holds `perm` (within `team_id`, if given)."""
+    access.require(request.user, perm, team_id)
 
 
 @api.exception_handler(ValidationError)
@@ -94,7 +111,7 @@ def _mount() -> None:
     api.add_router("/limits", limits)
     api.add_router("/mcp/servers", mcp_servers)
     # Each user's own connections: any active user, staff or not.
-    own = [ConsoleKeyAuth(staff_only=False), UserSessionAuth()]
+    own = [ConsoleKeyAuth(console_only=False), UserSessionAuth()]
     api.add_router("/mcp/connections", mcp_connections, auth=own)
 
 

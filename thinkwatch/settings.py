@@ -117,6 +117,8 @@ KEY_CACHE_SECONDS = _float("THINKWATCH_KEY_CACHE_SECONDS", 60.0, minimum=0.0)
 AUDIT_BATCH_SIZE = _int("THINKWATCH_AUDIT_BATCH_SIZE", 500, minimum=1)
 AUDIT_FLUSH_SECONDS = _float("THINKWATCH_AUDIT_FLUSH_SECONDS", 0.5, minimum=0.01)
 KEY_ROTATION_GRACE_HOURS = _int("THINKWATCH_KEY_ROTATION_GRACE_HOURS", 24)
+# The role every new account holds globally (a role slug; empty: none).
+DEFAULT_ROLE = env.str("THINKWATCH_DEFAULT_ROLE", default="developer")
 DELETED_KEY_PURGE_DAYS = _int("THINKWATCH_DELETED_KEY_PURGE_DAYS", 30, minimum=1)
 
 # --- quotas --------------------------------------------------------------------------
@@ -165,6 +167,10 @@ MCP_BREAKER_FAILURES = _int("THINKWATCH_MCP_BREAKER_FAILURES", 5, minimum=1)
 MCP_BREAKER_OPEN_SECONDS = _float("THINKWATCH_MCP_BREAKER_OPEN_SECONDS", 30.0, minimum=0.1)
 # The console's public URL, used in the connect links of "credential missing" errors.
 CONSOLE_PUBLIC_URL = env.str("THINKWATCH_CONSOLE_PUBLIC_URL", default="")
+# Where clients reach the gateway (the guide page's snippets); a runtime setting's default.
+GATEWAY_PUBLIC_URL = env.str("THINKWATCH_GATEWAY_PUBLIC_URL", default="http://localhost:3000")
+# Browser origins allowed to call /api/ (a runtime setting's default).
+CORS_ALLOWED_ORIGINS_DEFAULT = _list("THINKWATCH_CORS_ALLOWED_ORIGINS")
 
 # --- infrastructure ------------------------------------------------------------------
 
@@ -223,13 +229,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # --- Django --------------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "thinkwatch.adminconfig.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "guardian",
     "accounts",
     "providers",
     "gateway",
@@ -237,6 +244,14 @@ INSTALLED_APPS = [
     "audit",
     "mcpgw",
 ]
+
+# Global rights live as Django user permissions, team-scoped ones as django-guardian
+# object permissions on the team (accounts/access.py derives both from role assignments).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+ANONYMOUS_USER_NAME = None  # django-guardian: no anonymous user row
 
 # The console's middleware. The gateway runs none (see gateway/handler.py).
 MIDDLEWARE = [

@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, Role, RoleAssignment
 from providers.models import Provider
 from tests.conftest import LiveServer
 from tests.factories import make_key
@@ -203,7 +203,10 @@ def test_it_refuses_a_key_without_the_console_surface(bob: User) -> None:
     assert response.status_code == 403
 
 
-def test_it_refuses_a_console_key_of_a_non_staff_user(bob: User) -> None:
+def test_it_refuses_a_console_key_of_a_user_without_console_rights(bob: User) -> None:
+    gateway_only = Role.objects.create(name="Gateway only", slug="gw", permissions=["*:use"])
+    bob.role_assignments.all().delete()
+    RoleAssignment.objects.create(user=bob, role=gateway_only)
     _, key = make_key(bob, surfaces=["console"])
 
     response = Client(HTTP_AUTHORIZATION=f"Bearer {key}").get("/api/keys")
