@@ -150,3 +150,54 @@ BUILTIN_ROLES: dict[str, tuple[str, str, list[str]]] = {
         [p for p in sorted(ALL) if p.endswith(":read")] + ["logs:read_own", "logs:read_team"],
     ),
 }
+
+
+def markdown() -> str:
+    """docs/permissions.md, generated from this module (`manage.py permissions_doc`)."""
+    lines = [
+        "# Permissions",
+        "",
+        "<!-- Generated from accounts/permissions.py by `manage.py permissions_doc`; a test",
+        "     fails when this file and the code differ. -->",
+        "",
+        "Roles are lists of permission strings. In a role, `*` stands for every permission and",
+        "`<area>:*` for every action of an area; `!` in front denies. A user's rights are the",
+        "union of their roles' grants minus every denial: **a denial in any role wins**.",
+        "",
+        "Roles are assigned **globally** (the role holds everywhere) or **per team** (its",
+        "team-scopable rights hold for that team's keys, members, limits and records only; a",
+        "Team Manager of team A cannot touch team B). A denial in a global role holds",
+        "everywhere; a denial in a team role holds in that team. Superusers hold everything.",
+        "",
+        "Nobody grants a right they don't hold: defining or importing a role needs every",
+        "permission it grants; assigning one needs `roles:assign` and every permission the",
+        "role grants, in the scope of the assignment. Every role change is a new version",
+        "with who made it (`GET /api/roles/{id}/revisions`, the role's page in the",
+        "console); custom roles are exported and imported as JSON (`/api/roles/export`,",
+        "`/api/roles/import`).",
+        "",
+        "Everyone may always see and manage their own API keys and MCP connections. Holding",
+        "any permission other than the two `*_gateway:use` ones opens the console.",
+        "`ai_gateway:use` and `mcp_gateway:use` are checked by the gateway on every request",
+        "(for the key's owner, in the key's team); service keys (no owner) are governed by",
+        "their surfaces alone.",
+        "",
+        "## Permission strings",
+        "",
+        "| Permission | Allows | Per team |",
+        "|---|---|---|",
+    ]
+    for name, text, scoped in CATALOGUE:
+        lines.append(f"| `{name}` | {text} | {'yes' if scoped else 'no'} |")
+    lines += ["", "## Built-in roles", ""]
+    lines.append(
+        "Their permissions are defined by ThinkWatch and cannot be edited; new accounts hold"
+    )
+    lines.append(
+        "the role named by the `accounts.default_role` runtime setting (Developer by default)."
+    )
+    lines += ["", "| Role | Slug | Description | Permissions |", "|---|---|---|---|"]
+    for slug, (name, description, perms) in BUILTIN_ROLES.items():
+        shown = ", ".join(f"`{p}`" for p in perms)
+        lines.append(f"| {name} | `{slug}` | {description} | {shown} |")
+    return "\n".join(lines) + "\n"

@@ -8,8 +8,10 @@ from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema
 from ninja.responses import Status
 
+from accounts.runtime import setting
 from mcpgw import logic
 from mcpgw.models import McpServer
+from thinkwatch.guard import needs
 
 router = Router(tags=["mcp servers"])
 
@@ -65,7 +67,10 @@ class McpServerIn(Schema):
         "", description="Write-only; stored encrypted, never returned. Empty: a public client."
     )
     oauth_scopes: str = ""
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = Field(
+        default_factory=lambda: float(setting("mcp.default_timeout_seconds")),
+        description="Default: the mcp.default_timeout_seconds setting.",
+    )
     enabled: bool = True
 
 
@@ -103,11 +108,13 @@ def _save(server: McpServer, changes: dict[str, Any]) -> McpServer:
 
 
 @router.get("", response=list[McpServerOut])
+@needs("mcp_servers:read")
 def list_servers(request: HttpRequest) -> list[McpServer]:
     return list(McpServer.objects.all())
 
 
 @router.post("", response={201: McpServerOut})
+@needs("mcp_servers:create")
 def create_server(request: HttpRequest, payload: McpServerIn) -> Status[McpServer]:
     """Register a server. Its URL and OAuth endpoints must not point at private, loopback or
     metadata addresses unless their range is allow-listed."""
@@ -115,11 +122,13 @@ def create_server(request: HttpRequest, payload: McpServerIn) -> Status[McpServe
 
 
 @router.get("/{server_id}", response=McpServerOut)
+@needs("mcp_servers:read")
 def get_server(request: HttpRequest, server_id: int) -> McpServer:
     return get_object_or_404(McpServer, pk=server_id)
 
 
 @router.patch("/{server_id}", response=McpServerOut)
+@needs("mcp_servers:update")
 def update_server(request: HttpRequest, server_id: int, payload: McpServerPatch) -> McpServer:
     """Change a server; omitted fields, secrets included, stay as they are."""
     server = get_object_or_404(McpServer, pk=server_id)
@@ -127,6 +136,7 @@ def update_server(request: HttpRequest, server_id: int, payload: McpServerPatch)
 
 
 @router.delete("/{server_id}", response={204: None})
+@needs("mcp_servers:delete")
 def delete_server(request: HttpRequest, server_id: int) -> Status[None]:
     """Remove a server with the credentials users hold for it."""
     get_object_or_404(McpServer, pk=server_id).delete()

@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from providers.models import AIModel, Provider, Route
+from thinkwatch.console import Governed, GovernedInline
 
 
 class ProviderForm(forms.ModelForm):
@@ -51,7 +52,8 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(Governed, admin.ModelAdmin):
+    area = "providers"
     form = ProviderForm
     list_display = ["name", "type", "endpoint", "enabled", "has_api_key"]
     fieldsets = [
@@ -79,14 +81,16 @@ class ProviderAdmin(admin.ModelAdmin):
         return provider.has_secret
 
 
-class RouteInline(admin.TabularInline):
+class RouteInline(GovernedInline, admin.TabularInline):
+    area = "routes"
     model = Route
     extra = 1
     fields = ["provider", "upstream_model", "weight", "enabled"]
 
 
 @admin.register(AIModel)
-class AIModelAdmin(admin.ModelAdmin):
+class AIModelAdmin(Governed, admin.ModelAdmin):
+    area = "models"
     list_display = [
         "model_id",
         "display_name",

@@ -12,6 +12,7 @@ from ninja.responses import Status
 from providers import logic
 from providers.models import AIModel, Provider, Route
 from thinkwatch.edits import apply_edits
+from thinkwatch.guard import needs
 
 providers_router = Router(tags=["providers"])
 models_router = Router(tags=["models"])
@@ -70,21 +71,25 @@ class ProviderPatch(Schema):
 
 
 @providers_router.get("", response=list[ProviderOut])
+@needs("providers:read")
 def list_providers(request: HttpRequest) -> list[Provider]:
     return list(Provider.objects.all())
 
 
 @providers_router.post("", response={201: ProviderOut})
+@needs("providers:create")
 def create_provider(request: HttpRequest, payload: ProviderIn) -> Status[Provider]:
     return Status(201, logic.create_provider(**payload.dict()))
 
 
 @providers_router.get("/{provider_id}", response=ProviderOut)
+@needs("providers:read")
 def get_provider(request: HttpRequest, provider_id: int) -> Provider:
     return get_object_or_404(Provider, pk=provider_id)
 
 
 @providers_router.patch("/{provider_id}", response=ProviderOut)
+@needs("providers:update")
 def update_provider(request: HttpRequest, provider_id: int, payload: ProviderPatch) -> Provider:
     provider = get_object_or_404(Provider, pk=provider_id)
     changes = payload.dict(exclude_unset=True)
@@ -96,6 +101,7 @@ def update_provider(request: HttpRequest, provider_id: int, payload: ProviderPat
 
 
 @providers_router.delete("/{provider_id}", response={204: None})
+@needs("providers:delete")
 def delete_provider(request: HttpRequest, provider_id: int) -> Status[None]:
     provider = get_object_or_404(Provider, pk=provider_id)
     try:
@@ -141,27 +147,32 @@ class ModelPatch(Schema):
 
 
 @models_router.get("", response=list[ModelOut])
+@needs("models:read")
 def list_models(request: HttpRequest) -> list[AIModel]:
     return list(AIModel.objects.all())
 
 
 @models_router.post("", response={201: ModelOut})
+@needs("models:create")
 def create_model(request: HttpRequest, payload: ModelIn) -> Status[AIModel]:
     return Status(201, apply_edits(AIModel(), payload.dict()))
 
 
 @models_router.get("/{model_pk}", response=ModelOut)
+@needs("models:read")
 def get_model(request: HttpRequest, model_pk: int) -> AIModel:
     return get_object_or_404(AIModel, pk=model_pk)
 
 
 @models_router.patch("/{model_pk}", response=ModelOut)
+@needs("models:update")
 def update_model(request: HttpRequest, model_pk: int, payload: ModelPatch) -> AIModel:
     model = get_object_or_404(AIModel, pk=model_pk)
     return apply_edits(model, payload.dict(exclude_unset=True))
 
 
 @models_router.delete("/{model_pk}", response={204: None})
+@needs("models:delete")
 def delete_model(request: HttpRequest, model_pk: int) -> Status[None]:
     get_object_or_404(AIModel, pk=model_pk).delete()
     return Status(204, None)
@@ -190,11 +201,13 @@ class RoutePatch(Schema):
 
 
 @models_router.get("/{model_pk}/routes", response=list[RouteOut])
+@needs("routes:read")
 def list_routes(request: HttpRequest, model_pk: int) -> list[Route]:
     return list(get_object_or_404(AIModel, pk=model_pk).routes.all())
 
 
 @models_router.post("/{model_pk}/routes", response={201: RouteOut})
+@needs("routes:create")
 def create_route(request: HttpRequest, model_pk: int, payload: RouteIn) -> Status[Route]:
     model = get_object_or_404(AIModel, pk=model_pk)
     if not Provider.objects.filter(pk=payload.provider_id).exists():
@@ -203,12 +216,14 @@ def create_route(request: HttpRequest, model_pk: int, payload: RouteIn) -> Statu
 
 
 @models_router.patch("/{model_pk}/routes/{route_id}", response=RouteOut)
+@needs("routes:update")
 def update_route(request: HttpRequest, model_pk: int, route_id: int, payload: RoutePatch) -> Route:
     route = get_object_or_404(Route, pk=route_id, model_id=model_pk)
     return apply_edits(route, payload.dict(exclude_unset=True))
 
 
 @models_router.delete("/{model_pk}/routes/{route_id}", response={204: None})
+@needs("routes:delete")
 def delete_route(request: HttpRequest, model_pk: int, route_id: int) -> Status[None]:
     get_object_or_404(Route, pk=route_id, model_id=model_pk).delete()
     return Status(204, None)

@@ -1,9 +1,10 @@
 """`/api/limits/...`: rate-limit rules, budgets, usage, resets."""
 
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from asgiref.sync import async_to_sync
@@ -16,6 +17,7 @@ from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 
+from accounts.access import Rights
 from accounts.models import ApiKey, Role, Team
 from providers.models import Provider
 from quotas import logic
@@ -23,6 +25,9 @@ from quotas.cache import load_quota_table
 from quotas.counters import MemoryCounters, RedisCounters
 from quotas.models import Budget, RateLimitRule, Window
 from thinkwatch.edits import apply_edits
+from thinkwatch.guard import require
+
+T = TypeVar("T")
 
 router = Router(tags=["limits"])
 
@@ -141,6 +146,32 @@ def _actor(request: HttpRequest) -> Any:
     return request.user if request.user.is_authenticated else None
 
 
+def _team_of(kind: str, subject_id: str) -> int | None:
+    """The team whose team-scoped `limits:*` rights cover this subject (None: global)."""
+    if kind == "team":
+        return int(subject_id) if subject_id.isdigit() else None
+    if kind == "api_key" and subject_id.isdigit():
+        return ApiKey.objects.filter(pk=subject_id).values_list("team_id", flat=True).first()
+    return None
+
+
+def _allow(request: HttpRequest, perm: str, kind: str, subject_id: str) -> None:
+    require(request, perm, _team_of(kind, subject_id))
+
+
+def _visible(request: HttpRequest, items: Iterable[T]) -> list[T]:
+    """The limits the caller may read: all with a global right, else their teams'."""
+    rights = Rights.of(request.user)
+    if rights.has("limits:read"):
+        return list(items)
+    return [
+        item
+        for item in items
+        if (team := _team_of(item.subject_kind, item.subject_id)) is not None  # type: ignore[attr-defined]
+        and rights.has("limits:read", team)
+    ]
+
+
 def _check_subject(subject: Subject) -> None:
     model = _EXISTS.get(subject.subject_kind)
     if model is not None and not (
@@ -183,6 +214,15 @@ def _upsert_budget(subject: Subject, fields: BudgetFields, by: Any) -> Budget:
     return apply_edits(budget, values)
 
 
+L = TypeVar("L", RateLimitRule, Budget)
+
+
+def _limit(request: HttpRequest, model: type[L], pk: int, perm: str) -> L:
+    item = get_object_or_404(model, pk=pk)
+    _allow(request, perm, item.subject_kind, item.subject_id)
+    return item
+
+
 @router.get("/rules", response=list[RuleOut])
 def list_rules(
     request: HttpRequest, subject_kind: SubjectKindName | None = None, subject_id: str | None = None
@@ -192,12 +232,13 @@ def list_rules(
         rules = rules.filter(subject_kind=subject_kind)
     if subject_id:
         rules = rules.filter(subject_id=subject_id)
-    return list(rules)
+    return _visible(request, rules)
 
 
 @router.post("/rules", response={201: RuleOut})
 def create_rule(request: HttpRequest, payload: RuleIn) -> Status[RateLimitRule]:
     _check_subject(payload)
+    _allow(request, "limits:update", payload.subject_kind, payload.subject_id)
     values = _rule_values(payload)
     rule = RateLimitRule(
         subject_kind=payload.subject_kind,
@@ -213,25 +254,26 @@ def bulk_rules(request: HttpRequest, payload: BulkRules) -> Status[list[RateLimi
     """Set the same rule on many subjects (creating it, or updating the rule in that slot)."""
     for subject in payload.subjects:
         _check_subject(subject)
+        _allow(request, "limits:update", subject.subject_kind, subject.subject_id)
     with transaction.atomic():
         return Status(201, [_upsert_rule(s, payload, _actor(request)) for s in payload.subjects])
 
 
 @router.get("/rules/{rule_id}", response=RuleOut)
 def get_rule(request: HttpRequest, rule_id: int) -> RateLimitRule:
-    return get_object_or_404(RateLimitRule, pk=rule_id)
+    return _limit(request, RateLimitRule, rule_id, "limits:read")
 
 
 @router.patch("/rules/{rule_id}", response=RuleOut)
 def update_rule(request: HttpRequest, rule_id: int, payload: RulePatch) -> RateLimitRule:
     return apply_edits(
-        get_object_or_404(RateLimitRule, pk=rule_id), payload.dict(exclude_unset=True)
+        _limit(request, RateLimitRule, rule_id, "limits:update"), payload.dict(exclude_unset=True)
     )
 
 
 @router.delete("/rules/{rule_id}", response={204: None})
 def delete_rule(request: HttpRequest, rule_id: int) -> Status[None]:
-    get_object_or_404(RateLimitRule, pk=rule_id).delete()
+    _limit(request, RateLimitRule, rule_id, "limits:update").delete()
     return Status(204, None)
 
 
@@ -244,12 +286,13 @@ def list_budgets(
         budgets = budgets.filter(subject_kind=subject_kind)
     if subject_id:
         budgets = budgets.filter(subject_id=subject_id)
-    return list(budgets)
+    return _visible(request, budgets)
 
 
 @router.post("/budgets", response={201: BudgetOut})
 def create_budget(request: HttpRequest, payload: BudgetIn) -> Status[Budget]:
     _check_subject(payload)
+    _allow(request, "limits:update", payload.subject_kind, payload.subject_id)
     values = payload.dict(exclude={"subject_kind", "subject_id"})
     budget = Budget(
         subject_kind=payload.subject_kind,
@@ -265,23 +308,25 @@ def bulk_budgets(request: HttpRequest, payload: BulkBudgets) -> Status[list[Budg
     """Set the same budget on many subjects (creating it, or updating the one in that slot)."""
     for subject in payload.subjects:
         _check_subject(subject)
+        _allow(request, "limits:update", subject.subject_kind, subject.subject_id)
     with transaction.atomic():
         return Status(201, [_upsert_budget(s, payload, _actor(request)) for s in payload.subjects])
 
 
 @router.get("/budgets/{budget_id}", response=BudgetOut)
 def get_budget(request: HttpRequest, budget_id: int) -> Budget:
-    return get_object_or_404(Budget, pk=budget_id)
+    return _limit(request, Budget, budget_id, "limits:read")
 
 
 @router.patch("/budgets/{budget_id}", response=BudgetOut)
 def update_budget(request: HttpRequest, budget_id: int, payload: BudgetPatch) -> Budget:
-    return apply_edits(get_object_or_404(Budget, pk=budget_id), payload.dict(exclude_unset=True))
+    budget = _limit(request, Budget, budget_id, "limits:update")
+    return apply_edits(budget, payload.dict(exclude_unset=True))
 
 
 @router.delete("/budgets/{budget_id}", response={204: None})
 def delete_budget(request: HttpRequest, budget_id: int) -> Status[None]:
-    get_object_or_404(Budget, pk=budget_id).delete()
+    _limit(request, Budget, budget_id, "limits:update").delete()
     return Status(204, None)
 
 
@@ -301,6 +346,7 @@ def _counters() -> MemoryCounters | RedisCounters:
 def usage(request: HttpRequest, subject: Query[Subject]) -> dict[str, Any]:
     """A subject's current window counts, budget spend, remaining, and reservations held by
     requests in flight."""
+    _allow(request, "limits:read", subject.subject_kind, subject.subject_id)
     table, counters = load_quota_table(), _counters()
     return async_to_sync(logic.usage)(
         counters, table, subject.subject_kind, subject.subject_id, time.time()
@@ -310,6 +356,7 @@ def usage(request: HttpRequest, subject: Query[Subject]) -> dict[str, Any]:
 @router.post("/reset", response={200: dict})
 def reset(request: HttpRequest, payload: ResetIn) -> dict[str, Any]:
     """Zero a subject's window counts and budget spend (recorded in the audit log)."""
+    _allow(request, "limits:update", payload.subject_kind, payload.subject_id)
     logic.reset_subject(
         payload.subject_kind,
         payload.subject_id,

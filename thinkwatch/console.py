@@ -71,3 +71,45 @@ class Governed:
         if self.team_field is None:
             return queryset  # type: ignore[no-any-return]
         return queryset.filter(team_filter(request.user, self._perm("view"), self.team_field))  # type: ignore[no-any-return]
+
+
+class GovernedReadOnly(Governed):
+    """Records that are evidence (alerts, resets): read in the console, never changed."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]  # type: ignore[attr-defined]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class GovernedInline(Governed):
+    """Mixin for inlines: rights on the inline's own area, scoped to the parent's team."""
+
+    def _parent_team(self, obj: Model | None) -> int | None:
+        return self.team_of(obj) if obj is not None else None
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._inline_may(request, "view", obj) or self._inline_may(request, "change", obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # type: ignore[override]
+        return self._inline_may(request, "add", obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._inline_may(request, "change", obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._inline_may(request, "delete", obj)
+
+    def _inline_may(self, request: HttpRequest, action: str, parent: Any) -> bool:
+        rights = Rights.of(request.user)
+        perm = self._perm(action)
+        if parent is None:
+            return rights.anywhere(perm) if self.team_field else rights.has(perm)
+        return rights.has(perm, self._parent_team(parent))

@@ -147,8 +147,11 @@ def save_role_form(console: Client, role: Role, mcp_tools: str) -> Any:
         "slug": role.slug,
         "description": "",
         "mcp_tools": mcp_tools,
+        "permissions": "\n".join(role.permissions),
         "assignments-TOTAL_FORMS": "0",
         "assignments-INITIAL_FORMS": "0",
+        "revisions-TOTAL_FORMS": "0",
+        "revisions-INITIAL_FORMS": "0",
     }
     return console.post(f"/admin/accounts/role/{role.pk}/change/", form)
 

@@ -272,8 +272,17 @@ def test_it_renders_every_mcp_console_page(console: Client, page: str) -> None:
     assert console.get(url).status_code == 200
 
 
-def test_it_keeps_the_mcp_console_from_non_staff_users(bob: User) -> None:
+def test_it_keeps_the_mcp_console_from_users_without_console_rights(bob: User) -> None:
+    bob.role_assignments.all().delete()
     client = Client()
     client.force_login(bob)
 
     assert client.get("/admin/mcpgw/mcpserver/").status_code == 302
+
+
+def test_a_developer_sees_mcp_servers_but_cannot_register_one(bob: User) -> None:
+    client = Client()
+    client.force_login(bob)
+
+    assert client.get("/admin/mcpgw/mcpserver/").status_code == 200
+    assert client.get("/admin/mcpgw/mcpserver/add/").status_code == 403

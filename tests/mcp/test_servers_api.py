@@ -325,15 +325,23 @@ def test_it_answers_404_for_an_unknown_server(api: Client) -> None:
     assert api.get("/api/mcp/servers/999999").status_code == 404
 
 
-def test_it_refuses_a_console_key_of_a_non_staff_user(bob: User) -> None:
+def test_a_developer_key_may_list_servers_but_not_register_one(bob: User) -> None:
     _, key = make_key(bob, surfaces=["console"])
+    as_bob = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
-    response = Client(HTTP_AUTHORIZATION=f"Bearer {key}").get("/api/mcp/servers")
-
+    assert as_bob.get("/api/mcp/servers").status_code == 200
+    response = as_bob.post(
+        "/api/mcp/servers",
+        {"name": "x", "prefix": "x", "url": "http://127.0.0.1:9/mcp"},
+        content_type="application/json",
+    )
     assert response.status_code == 403
+    assert "mcp_servers:create" in response.json()["detail"]
+    assert not McpServer.objects.exists()
 
 
-def test_it_refuses_a_non_staff_session(bob: User) -> None:
+def test_it_refuses_a_session_without_console_rights(bob: User) -> None:
+    bob.role_assignments.all().delete()
     client = Client()
     client.force_login(bob)
 
