@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1s
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench bench-converted lock clean
+.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench bench-converted lock clean chromium screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,19 +27,33 @@ $(NPM_STAMP): tests/mcp/package-lock.json
 	npm ci --prefix tests/mcp --no-audit --no-fund --loglevel=error
 	rm -f tests/mcp/node_modules/.installed-* && touch $(NPM_STAMP)
 
+# The browser tests drive Debian's Chromium; Playwright never downloads browsers of its own.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+chromium: $(CHROMIUM) ## install Debian's Chromium for the browser tests (if missing)
+
 run: $(STAMP) ## gateway :3000 + console :3001 + worker, embedded mode (SQLite under var/)
 	exec $(PY) -m thinkwatch.run
 
 test: test-embedded test-production ## the whole suite: embedded mode, then PostgreSQL + Redis
 
-test-embedded: $(STAMP) $(NPM_STAMP) ## the suite on SQLite with in-process state
+test-embedded: $(STAMP) $(NPM_STAMP) $(CHROMIUM) ## the suite on SQLite with in-process state
 	rm -rf var/test-embedded
 	THINKWATCH_DATA_DIR=var/test-embedded DATABASE_URL= REDIS_URL= $(PY) -m pytest $(PYTEST_ARGS)
 
 test-production: $(STAMP) $(NPM_STAMP) ## the suite on PostgreSQL and Redis (started if they are down)
 	bash deploy/local-services.sh
 	rm -rf var/test-production
-	THINKWATCH_DATA_DIR=var/test-production DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(PY) -m pytest $(PYTEST_ARGS)
+	THINKWATCH_DATA_DIR=var/test-production DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+screenshots: $(STAMP) $(CHROMIUM) ## PNGs of the console's pages (1280x800) under docs/screenshots/
+	rm -rf var/screenshots
+	THINKWATCH_DATA_DIR=var/screenshots DATABASE_URL= REDIS_URL= THINKWATCH_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser
 
 lint: $(STAMP) ## ruff (lint + format check) and the migrations check
 	$(VENV)/bin/ruff check .
@@ -68,4 +82,4 @@ lock: ## re-pin requirements.lock from pyproject.toml
 	/tmp/tw-lock/bin/pip freeze --exclude thinkwatch | grep -v '^-e' > requirements.lock
 
 clean: ## remove the virtualenv and test data (keeps var/ data and secrets)
-	rm -rf $(VENV) var/test-* var/lint
+	rm -rf $(VENV) var/test-* var/lint var/screenshots var/browser-failures

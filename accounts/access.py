@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission, User
+from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Q
@@ -83,13 +83,14 @@ class Rights:
         return any(rights & permissions.CONSOLE for rights in scopes)
 
     @classmethod
-    def of(cls, user: AbstractBaseUser | AnonymousUser) -> "Rights":
-        """The stored rights of `user`, cached on the user object for the request."""
+    def of(cls, user: Any) -> "Rights":
+        """The stored rights of `user` (a User, or AnonymousUser), cached on the user
+        object for the request."""
         if not user.is_authenticated or not user.is_active:
             return cls()
         cached = getattr(user, "_tw_rights", None)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         if user.is_superuser:
             rights = cls(superuser=True)
         else:
@@ -111,7 +112,7 @@ class Rights:
             ).values_list("team_id", flat=True):
                 teams.setdefault(team_id, set())
             rights = cls(everywhere=everywhere, teams={t: frozenset(r) for t, r in teams.items()})
-        user._tw_rights = rights  # type: ignore[union-attr]
+        user._tw_rights = rights
         return rights
 
 
@@ -206,7 +207,8 @@ def team_filter(user: Any, perm: str, field_name: str = "team") -> Q:
     scope = rights.teams_with(perm)
     if isinstance(scope, Everywhere):
         excluded = rights.excluded_teams(perm)
-        return ~Q(**{f"{field_name}__in": excluded}) if excluded else Q()
+        # Not Q(): an empty Q vanishes when OR-ed (`team_filter(...) | Q(owner=...)`).
+        return ~Q(**{f"{field_name}__in": excluded}) if excluded else Q(pk__isnull=False)
     return Q(**{f"{field_name}__in": scope}) if scope else Q(pk__in=[])
 
 
@@ -214,7 +216,7 @@ def log_filter(user: Any, user_field: str = "user_id", team_field: str = "team_i
     """Which gateway/MCP records (and usage) `user` may see: all, their teams', their own."""
     rights = Rights.of(user)
     if rights.has("logs:read_all"):
-        return Q()
+        return Q(pk__isnull=False)
     condition = Q(pk__in=[])
     if rights.anywhere("logs:read_team"):
         scope = rights.teams_with("logs:read_team")
@@ -251,6 +253,22 @@ def definable(actor: Any, patterns: Iterable[str]) -> str | None:
     missing = sorted(p for p in granted if not rights.has(p))
     if missing:
         return f"You cannot define a role with rights you do not hold: {', '.join(missing)}."
+    return None
+
+
+def manageable(actor: Any, account: User) -> str | None:
+    """Why `actor` may not change, disable, sign out or delete `account`: only a superuser
+    touches a superuser, and nobody an account holding rights they lack (its password or
+    e-mail would hand those rights over)."""
+    if account.pk == getattr(actor, "pk", None):
+        return None
+    theirs, mine = derive(account), Rights.of(actor)  # derive: a disabled account's too
+    if theirs.superuser and not mine.superuser:
+        return "Only a superuser may change a superuser."
+    missing = {p for p in theirs.everywhere if not mine.has(p)}
+    missing |= {p for team, perms in theirs.teams.items() for p in perms if not mine.has(p, team)}
+    if missing:
+        return f"{account} holds rights you do not hold: {', '.join(sorted(missing))}."
     return None
 
 

@@ -1,8 +1,8 @@
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from django.conf import settings
 from django.contrib.auth.models import User
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema
@@ -10,8 +10,11 @@ from ninja.errors import HttpError
 from ninja.responses import Status
 
 from accounts import logic
+from accounts.access import Rights, team_filter
 from accounts.models import ApiKey, KeyLifecycleError, Surface, Team
+from accounts.runtime import setting
 from thinkwatch.edits import apply_edits
+from thinkwatch.guard import require
 
 router = Router(tags=["keys"])
 
@@ -75,7 +78,9 @@ class KeyPatch(Schema):
 
 
 class RotateIn(Schema):
-    grace_hours: int = Field(settings.KEY_ROTATION_GRACE_HOURS, ge=0, le=24 * 30)
+    grace_hours: int | None = Field(
+        None, ge=0, le=24 * 30, description="Default: the keys.rotation_grace_hours setting."
+    )
 
 
 def _created(key: ApiKey, plaintext: str) -> ApiKey:
@@ -92,10 +97,48 @@ def _team(team_id: int | None) -> Team | None:
     return team
 
 
+def _visible_keys(request: HttpRequest) -> QuerySet[ApiKey]:
+    """Keys the caller may see: their own, and those of teams where they hold api_keys:read
+    (every key with the right held globally)."""
+    return ApiKey.objects.filter(
+        team_filter(request.user, "api_keys:read") | Q(owner_id=request.user.pk)
+    )
+
+
+def _key_for(request: HttpRequest, key_id: int, perm: str) -> ApiKey:
+    """A key the caller may act on with `perm`; their own keys are always theirs to manage.
+    Keys they may not even see answer 404, like keys that don't exist."""
+    key = get_object_or_404(_visible_keys(request), pk=key_id)
+    if key.owner_id != request.user.pk:
+        require(request, perm, key.team_id)
+    return key
+
+
+def team_has_member(team: Team | None, user: User) -> bool:
+    return team is not None and team.members.filter(pk=user.pk).exists()
+
+
+def _may_issue(request: HttpRequest, owner: User | None, team: Team | None) -> None:
+    """Issuing a key needs api_keys:create where the key will live (its team, or globally);
+    a key in a team goes to one of its members, and a key for someone else needs the right
+    to see users."""
+    rights = Rights.of(request.user)
+    team_id = team.pk if team else None
+    require(request, "api_keys:create", team_id)
+    outsider = owner is not None and not team_has_member(team, owner)
+    # Only who may make them a member (not any holder of a global api_keys:create, which
+    # every Developer has) puts an outsider's key, and its spend, into a team.
+    if team is not None and outsider and not rights.has("members:manage", team_id):
+        raise HttpError(422, f"{owner} is not a member of team {team}.")
+    if owner is None or owner.pk != request.user.pk:
+        require(request, "users:read", team_id)
+
+
 @router.get("", response=list[KeyOut])
 def list_keys(request: HttpRequest, archived: bool = False) -> list[ApiKey]:
-    keys = ApiKey.objects.archived() if archived else ApiKey.objects.current()
-    return list(keys)
+    """Current keys (or, with `archived`, revoked and rotated-out ones) the caller may see."""
+    keys = _visible_keys(request)
+    return list(keys.archived() if archived else keys.current())  # type: ignore[attr-defined]
 
 
 @router.post("", response={201: KeyCreated})
@@ -107,10 +150,12 @@ def create_key(request: HttpRequest, payload: KeyIn) -> Status[ApiKey]:
             owner = User.objects.filter(pk=payload.owner_id).first()
             if owner is None:
                 raise HttpError(422, f"There is no user with id {payload.owner_id}.")
+    team = _team(payload.team_id)
+    _may_issue(request, owner, team)
     key, plaintext = logic.issue_key(
         name=payload.name,
         owner=owner,
-        team=_team(payload.team_id),
+        team=team,
         surfaces=[str(s) for s in payload.surfaces],
         allowed_models=payload.allowed_models,
         mcp_tools=payload.mcp_tools,
@@ -123,17 +168,21 @@ def create_key(request: HttpRequest, payload: KeyIn) -> Status[ApiKey]:
 
 @router.get("/{key_id}", response=KeyOut)
 def get_key(request: HttpRequest, key_id: int) -> ApiKey:
-    return get_object_or_404(ApiKey, pk=key_id)
+    return _key_for(request, key_id, "api_keys:read")
 
 
 @router.patch("/{key_id}", response=KeyOut)
 def update_key(request: HttpRequest, key_id: int, payload: KeyPatch) -> ApiKey:
-    key = get_object_or_404(ApiKey, pk=key_id)
+    key = _key_for(request, key_id, "api_keys:update")
     if key.revoked_at:
         raise HttpError(409, "A revoked key cannot be changed.")
     changes = payload.dict(exclude_unset=True)
     if "team_id" in changes:
-        key.team = _team(changes.pop("team_id"))
+        team = _team(changes.pop("team_id"))
+        if (team.pk if team else None) != key.team_id:
+            # Moving a key is issuing it into the other team.
+            _may_issue(request, key.owner, team)
+        key.team = team
     if "surfaces" in changes:
         changes["surfaces"] = [str(s) for s in changes["surfaces"]]
     return apply_edits(key, changes)
@@ -141,9 +190,12 @@ def update_key(request: HttpRequest, key_id: int, payload: KeyPatch) -> ApiKey:
 
 @router.post("/{key_id}/rotate", response={201: KeyCreated})
 def rotate_key(request: HttpRequest, key_id: int, payload: RotateIn) -> Status[ApiKey]:
-    key = get_object_or_404(ApiKey, pk=key_id)
+    key = _key_for(request, key_id, "api_keys:rotate")
     try:
-        successor, plaintext = key.rotate(timedelta(hours=payload.grace_hours), by=request.user)  # type: ignore[arg-type]
+        grace = payload.grace_hours
+        if grace is None:
+            grace = setting("keys.rotation_grace_hours")
+        successor, plaintext = key.rotate(timedelta(hours=grace), by=request.user)  # type: ignore[arg-type]
     except KeyLifecycleError as exc:
         raise HttpError(409, str(exc)) from None
     return Status(201, _created(successor, plaintext))
@@ -155,7 +207,7 @@ def revoke_key(
 ) -> ApiKey:
     """Revoke the key (it stops working on every gateway within a second) and archive it;
     archived keys are purged after 30 days."""
-    key = get_object_or_404(ApiKey, pk=key_id)
+    key = _key_for(request, key_id, "api_keys:revoke")
     try:
         key.revoke(reason, by=request.user)  # type: ignore[arg-type]
     except KeyLifecycleError as exc:

@@ -65,8 +65,9 @@ def _user(request: HttpRequest, user_id: int, perm: str) -> User:
     user = get_object_or_404(User, pk=user_id)
     if user.pk != request.user.pk or perm != "users:read":
         require(request, perm)
-    if perm != "users:read" and user.is_superuser and not request.user.is_superuser:
-        raise HttpError(403, "Only a superuser may change a superuser.")
+    problem = access.manageable(request.user, user) if perm != "users:read" else None
+    if problem:
+        raise HttpError(403, problem)
     return user
 
 

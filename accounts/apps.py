@@ -18,6 +18,14 @@ class AccountsConfig(AppConfig):
         post_save.connect(_role_changed, sender=Role, dispatch_uid="access-role")
         post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="access-user")
 
+        from corsheaders.signals import check_request_enabled
+
+        from accounts import sessions
+        from thinkwatch.headers import cors_allowed
+
+        sessions.connect_signals()
+        check_request_enabled.connect(cors_allowed, dispatch_uid="cors-runtime-origins")
+
 
 def _assignment_changed(sender: type, instance: Any, **kwargs: Any) -> None:
     from django.contrib.auth.models import User

@@ -14,7 +14,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q
 
-from accounts.models import ApiKey, Organisation, Surface, Team
+from accounts.models import ApiKey, Organisation, RoleAssignment, Surface, Team
 
 # Key id -> when its last_used_at was last written. last_used_at is kept to the minute:
 # one UPDATE per key per minute at most, whatever the traffic.
@@ -84,6 +84,10 @@ class SetupRefused(Exception):
     """The setup wizard only runs while no admin exists."""
 
 
+# The provider types the wizards offer: those that need nothing beyond a base URL and a key.
+SETUP_PROVIDER_TYPES = ("openai", "openai_compatible")
+
+
 @dataclass
 class SetupResult:
     admin: Any
@@ -124,6 +128,7 @@ def initialize_site(
 
     `provider` holds type, name, base_url and api_key. Refuses once an admin exists.
     """
+    from accounts.access import builtin_role
     from providers.logic import create_provider
 
     # Serialises concurrent wizards: the second waits here, then sees the first's admin.
@@ -136,6 +141,7 @@ def initialize_site(
     admin = get_user_model().objects.create_superuser(
         username=admin_email, email=admin_email, password=admin_password
     )
+    RoleAssignment.objects.create(user=admin, role=builtin_role("super-admin"), team=None)
     result = SetupResult(admin=admin, organisation=organisation)
     if provider:
         result.provider = create_provider(**provider)

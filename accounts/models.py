@@ -1,18 +1,21 @@
 import hashlib
+import json
 import re
 import secrets
 import uuid
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from guardian.models import UserObjectPermissionBase
 
 from accounts.permissions import CATALOGUE, validate_permissions
+from thinkwatch.lib import crypto
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -418,3 +421,194 @@ class RuntimeSetting(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+OIDC_SECRET_PURPOSE = "accounts.OidcConfig.client_secret"  # noqa: S105 (a label, not a secret)
+_FINGERPRINT_SALT = "accounts.OidcConfig.fingerprint"
+_TEST_STATE = ("tested_fingerprint", "tested_at")
+
+
+def no_group_roles() -> list[dict[str, str | None]]:
+    return []
+
+
+def validate_group_roles(value: object) -> None:
+    """[{"group": "...", "role": "<role slug>", "team": "<team name>" or null}, ...]"""
+    example = '[{"group": "engineering", "role": "developer", "team": null}]'
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise ValidationError(f"Give a list of mappings, e.g. {example}.")
+    for entry in value:
+        extra = set(entry) - {"group", "role", "team"}
+        group, role, team = entry.get("group"), entry.get("role"), entry.get("team")
+        if extra or not isinstance(group, str) or not group.strip():
+            raise ValidationError(f"Each mapping has a group, a role and a team: {example}.")
+        if not isinstance(role, str) or not role.strip() or not isinstance(team, str | None):
+            raise ValidationError(f"The mapping of group {group!r} needs a role slug: {example}.")
+
+
+class OidcConfig(models.Model):
+    """Console sign-in through an OpenID Provider (row 1; accounts/oidc.py runs the flow).
+
+    It can be enabled only once the configuration as it stands has passed a test sign-in:
+    `tested_fingerprint` is what it was then, and any change to what the test exercised
+    (issuer, client, secret, scopes, claim mapping, group mapping) clears it."""
+
+    enabled = models.BooleanField(
+        default=False,
+        help_text="Show “Sign in with SSO” on the sign-in pages. Needs a passed test sign-in "
+        "of the configuration as it is.",
+    )
+    issuer = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="The provider's issuer URL, exactly as its discovery document names it, e.g. "
+        "https://login.example.com/realms/acme.",
+    )
+    client_id = models.CharField(max_length=200, blank=True)
+    # An AES-256-GCM envelope; never shown or returned.
+    client_secret = models.TextField(blank=True, editable=False)
+    scopes = models.CharField(
+        max_length=500,
+        default="openid email profile",
+        help_text="Space-separated; openid is required. Add the scope that releases the "
+        "groups claim if your provider needs one (e.g. groups).",
+    )
+    username_claim = models.CharField(max_length=100, default="email")
+    email_claim = models.CharField(max_length=100, default="email", blank=True)
+    first_name_claim = models.CharField(max_length=100, default="given_name", blank=True)
+    last_name_claim = models.CharField(max_length=100, default="family_name", blank=True)
+    groups_claim = models.CharField(
+        max_length=100,
+        default="groups",
+        blank=True,
+        help_text="A claim holding a list of group names; a dotted path such as "
+        "realm_access.roles reaches into an object.",
+    )
+    group_roles = models.JSONField(
+        default=no_group_roles,
+        blank=True,
+        validators=[validate_group_roles],
+        help_text="Which role members of a group hold, everywhere or in one team. At every "
+        "SSO sign-in these roles are given and taken away to match the groups; roles no "
+        "mapping names are left alone.",
+    )
+    create_users = models.BooleanField(
+        default=True,
+        help_text="Create an account at the first SSO sign-in of someone unknown. Off: only "
+        "existing accounts (matched by username) may sign in with SSO.",
+    )
+    # From the issuer's discovery document.
+    authorization_endpoint = models.CharField(max_length=500, blank=True, editable=False)
+    token_endpoint = models.CharField(max_length=500, blank=True, editable=False)
+    userinfo_endpoint = models.CharField(max_length=500, blank=True, editable=False)
+    jwks_uri = models.CharField("JWKS URI", max_length=500, blank=True, editable=False)
+    token_auth_method = models.CharField(max_length=32, blank=True, editable=False)
+    pkce = models.BooleanField("PKCE", default=False, editable=False)
+    discovered_at = models.DateTimeField(null=True, blank=True, editable=False)
+    tested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    tested_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "single sign-on (OIDC)"
+        verbose_name_plural = "single sign-on (OIDC)"
+
+    def __str__(self) -> str:
+        return "Single sign-on (OIDC)"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.tested_fingerprint and self.tested_fingerprint != self.fingerprint():
+            self.tested_fingerprint, self.tested_at = "", None
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], *_TEST_STATE}
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def current(cls) -> "OidcConfig":
+        config, _ = cls.objects.get_or_create(pk=1)
+        return config
+
+    @property
+    def has_client_secret(self) -> bool:
+        return bool(self.client_secret)
+
+    def set_client_secret(self, plaintext: str) -> None:
+        self.client_secret = crypto.encrypt(plaintext, OIDC_SECRET_PURPOSE) if plaintext else ""
+
+    def reveal_client_secret(self) -> str:
+        if not self.client_secret:
+            return ""
+        return crypto.decrypt(self.client_secret, OIDC_SECRET_PURPOSE)
+
+    def fingerprint(self) -> str:
+        """What a test sign-in exercised. Keyed with SECRET_KEY, as it covers the secret."""
+        tested = {
+            "issuer": self.issuer,
+            "client_id": self.client_id,
+            "client_secret": self.reveal_client_secret(),
+            "scopes": self.scopes.split(),
+            "claims": [
+                self.username_claim,
+                self.email_claim,
+                self.first_name_claim,
+                self.last_name_claim,
+                self.groups_claim,
+            ],
+            "group_roles": self.group_roles,
+            "create_users": self.create_users,
+        }
+        payload = json.dumps(tested, sort_keys=True)
+        return salted_hmac(_FINGERPRINT_SALT, payload, algorithm="sha256").hexdigest()
+
+    @property
+    def tested(self) -> bool:
+        return bool(self.tested_fingerprint) and self.tested_fingerprint == self.fingerprint()
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.issuer and self.client_id and self.client_secret and self.jwks_uri)
+
+    def clean(self) -> None:
+        if "openid" not in self.scopes.split():
+            raise ValidationError({"scopes": "The scopes must include openid."})
+        if not self.username_claim.strip():
+            raise ValidationError({"username_claim": "Name the claim that holds the username."})
+        self._check_group_roles()
+        if self.enabled and not self.complete:
+            raise ValidationError(
+                {"enabled": "Set the issuer, client id and client secret before enabling SSO."}
+            )
+        if self.enabled and not self.tested:
+            raise ValidationError(
+                {
+                    "enabled": "This configuration has not passed a test sign-in. Save it with "
+                    "SSO off, run “Test sign-in”, then enable SSO. (Changing the issuer, client, "
+                    "secret, scopes or mappings needs a new test.)"
+                }
+            )
+
+    def _check_group_roles(self) -> None:
+        if not isinstance(self.group_roles, list):
+            return  # the field's validator reports it
+        roles = {entry.get("role") for entry in self.group_roles if isinstance(entry, dict)}
+        teams = {entry.get("team") for entry in self.group_roles if isinstance(entry, dict)}
+        teams.discard(None)
+        roles -= set(Role.objects.filter(slug__in=roles).values_list("slug", flat=True))
+        teams -= set(Team.objects.filter(name__in=teams).values_list("name", flat=True))
+        problems = [f"no role with the slug {slug!r}" for slug in sorted(map(str, roles))]
+        problems += [f"no team named {name!r}" for name in sorted(map(str, teams))]
+        if problems:
+            message = f"The group mapping names {'; '.join(problems)}."
+            raise ValidationError({"group_roles": message})
+
+    def mark_tested(self, fingerprint: str) -> bool:
+        """Record a passed test of the configuration whose fingerprint it was; False if the
+        configuration has changed since the test began."""
+        with transaction.atomic():
+            config = OidcConfig.objects.select_for_update().get(pk=self.pk)
+            if config.fingerprint() != fingerprint:
+                return False
+            config.tested_fingerprint, config.tested_at = fingerprint, timezone.now()
+            config.save(update_fields=["tested_fingerprint", "tested_at"])
+        self.refresh_from_db()
+        return True

@@ -2,16 +2,24 @@
 applied without a restart on every process.
 
 Each process keeps the stored values in memory and re-reads the (small) table when its
-copy is older than RUNTIME_SETTINGS_TTL seconds, or at once when a save in this process
-clears it. A setting nobody has changed takes its declared default, which can itself come
-from the environment (the deployment's starting point).
+copy is older than TTL_SECONDS, or at once when a save in this process clears it. Code
+running on an event loop (the gateway) never waits for the database: it reads the copy in
+memory, which a gateway process loads when it starts and reloads, off the loop, whenever
+its config revision moves (gateway/revision.py); every save bumps that revision.
+
+A setting nobody has changed takes its declared default, which can itself come from the
+environment (the deployment's starting point).
 """
 
+import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -37,6 +45,17 @@ class Spec:
     check: Callable[[Any], None] | None = None
     # Shown next to the field in the console and API.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Holds a credential (a URL with a token): written, never shown back in full.
+    secret: bool = False
+
+    def public(self, value: Any) -> Any:
+        """The value as the console and the API may show it."""
+        if not self.secret or not value:
+            return value
+        parts = urlsplit(str(value))
+        if parts.scheme and parts.hostname:
+            return f"{parts.scheme}://{parts.hostname}/…"
+        return "…"
 
     def clean(self, value: Any) -> Any:
         """The value as stored, or ValidationError with a message naming the setting."""
@@ -82,11 +101,18 @@ def _origins(value: list[str]) -> None:
             )
 
 
-def _url(value: str) -> None:
-    try:
-        URLValidator(schemes=["http", "https"])(value)
-    except ValidationError:
-        raise ValidationError(f"gateway.public_url: {value!r} is not an http(s) URL.") from None
+def _http_url(key: str, optional: bool = False) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        if optional and not value:
+            return
+        try:
+            URLValidator(schemes=["http", "https"])(value)
+        except ValidationError:
+            # A secret setting's value is never echoed back, not even when it is wrong.
+            shown = "" if REGISTRY[key].secret else f"{value!r} "
+            raise ValidationError(f"{key}: {shown}is not an http(s) URL.") from None
+
+    return check
 
 
 def _role(value: str) -> None:
@@ -105,7 +131,7 @@ SPECS: tuple[Spec, ...] = (
         "page fills it into every snippet.",
         str,
         lambda: settings.GATEWAY_PUBLIC_URL,
-        check=_url,
+        check=_http_url("gateway.public_url"),
     ),
     Spec(
         "accounts.default_role",
@@ -164,28 +190,101 @@ SPECS: tuple[Spec, ...] = (
         lambda: list(settings.CORS_ALLOWED_ORIGINS_DEFAULT),
         check=_origins,
     ),
+    Spec(
+        "keys.deleted_purge_days",
+        "Keys",
+        "Delete revoked keys after (days)",
+        "Revoked and rotated-out keys are deleted for good this many days later (by the daily "
+        "purge); until then they are listed as archived.",
+        int,
+        lambda: settings.DELETED_KEY_PURGE_DAYS,
+        minimum=1,
+        maximum=3650,
+    ),
+    Spec(
+        "console.public_url",
+        "Console",
+        "Public console URL",
+        "The console's address as users reach it (port 3001 behind your proxy): the links in "
+        'MCP "connect your account" errors and the OAuth redirect URI use it. Empty: '
+        "http://<bind address>:<console port>, and the address a browser used for the redirect.",
+        str,
+        lambda: settings.CONSOLE_PUBLIC_URL,
+        check=_http_url("console.public_url", optional=True),
+    ),
+    Spec(
+        "mcp.default_timeout_seconds",
+        "MCP",
+        "Call timeout of a new server (seconds)",
+        "The timeout a newly registered MCP server starts with in the console and the API; "
+        "each server keeps its own afterwards.",
+        int,
+        lambda: 30,
+        minimum=1,
+        maximum=3600,
+    ),
+    Spec(
+        "mcp.session_idle_seconds",
+        "MCP",
+        "Session idle time (seconds)",
+        "An MCP session unused this long is forgotten; its client starts a new one.",
+        int,
+        lambda: settings.MCP_SESSION_IDLE_SECONDS,
+        minimum=60,
+        maximum=7 * 86400,
+    ),
+    Spec(
+        "quotas.budget_alert_webhook_url",
+        "Quotas",
+        "Budget alert webhook",
+        "Where budget alerts are POSTed when a budget names no webhook of its own (signed "
+        "with THINKWATCH_WEBHOOK_SECRET). Empty: nowhere. Write-only: it may hold a token.",
+        str,
+        lambda: settings.BUDGET_ALERT_WEBHOOK_URL,
+        check=_http_url("quotas.budget_alert_webhook_url", optional=True),
+        secret=True,
+    ),
 )
 
 REGISTRY: dict[str, Spec] = {spec.key: spec for spec in SPECS}
 
 
 class _Store:
-    def __init__(self) -> None:
+    def __init__(self, ttl: float = TTL_SECONDS, clock: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self._clock = clock
         self._values: dict[str, Any] | None = None
-        self._loaded_at = 0.0
+        self._loaded_at = -math.inf
         self._lock = threading.Lock()
 
     def values(self) -> dict[str, Any]:
         values = self._values
-        if values is not None and time.monotonic() - self._loaded_at < TTL_SECONDS:
+        if values is not None and self._clock() - self._loaded_at < self.ttl:
             return values
+        if _on_event_loop():
+            # No database on the loop: the copy in memory, which the gateway's revision
+            # watcher keeps current (before the first load: the defaults).
+            return values if values is not None else {}
+        return self.reload()
+
+    def reload(self) -> dict[str, Any]:
+        """Read the stored values now (a sync context: a worker thread on the gateway)."""
         with self._lock:
             rows = dict(RuntimeSetting.objects.values_list("key", "value"))
-            self._values, self._loaded_at = rows, time.monotonic()
+            self._values, self._loaded_at = rows, self._clock()
         return rows
 
     def clear(self) -> None:
-        self._values = None
+        """Have the next read outside an event loop read the table again."""
+        self._loaded_at = -math.inf
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 store = _Store()
@@ -201,6 +300,38 @@ def setting(key: str) -> Any:
 def current() -> dict[str, Any]:
     values = store.values()
     return {key: values[key] if key in values else spec.default() for key, spec in REGISTRY.items()}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A setting as the console and the API show it: secrets only in part."""
+
+    spec: Spec
+    value: Any
+    default: Any
+    is_default: bool
+    updated_at: datetime | None
+    updated_by: str | None
+
+
+def describe() -> list[Entry]:
+    """Every declared setting with its stored value, read from the table (not the copy)."""
+    rows = {row.key: row for row in RuntimeSetting.objects.select_related("updated_by")}
+    entries = []
+    for key, spec in REGISTRY.items():
+        row = rows.get(key)
+        default = spec.default()
+        entries.append(
+            Entry(
+                spec=spec,
+                value=spec.public(default if row is None else row.value),
+                default=spec.public(default),
+                is_default=row is None,
+                updated_at=row.updated_at if row else None,
+                updated_by=row.updated_by.get_username() if row and row.updated_by else None,
+            )
+        )
+    return entries
 
 
 def update(changes: dict[str, Any], by: Any = None) -> dict[str, Any]:
@@ -220,7 +351,45 @@ def update(changes: dict[str, Any], by: Any = None) -> dict[str, Any]:
     with transaction.atomic():
         for key, value in cleaned.items():
             RuntimeSetting.objects.update_or_create(
-                key=key, defaults={"value": value, "updated_by": by if by and by.pk else None}
+                key=key, defaults={"value": value, "updated_by": _user(by)}
             )
-        transaction.on_commit(store.clear)
+            _audit("setting.changed", key, by, {"value": REGISTRY[key].public(value)})
+        _changed_here()
     return cleaned
+
+
+def reset(key: str, by: Any = None) -> bool:
+    """Put a setting back to its default; False when it already was."""
+    if key not in REGISTRY:
+        raise KeyError(key)
+    with transaction.atomic():
+        deleted, _ = RuntimeSetting.objects.filter(key=key).delete()
+        if deleted:
+            _audit("setting.reset", key, by, {})
+        _changed_here()
+    return bool(deleted)
+
+
+def _user(by: Any) -> Any:
+    return by if by is not None and getattr(by, "pk", None) else None
+
+
+def _audit(action: str, key: str, by: Any, detail: dict[str, Any]) -> None:
+    from audit.models import AuditEvent
+
+    user = _user(by)
+    AuditEvent.objects.create(
+        action=action,
+        actor_id=user.pk if user else None,
+        actor=user.get_username() if user else "",
+        object_type="setting",
+        object_id=key,
+        detail=detail,
+    )
+
+
+def _changed_here() -> None:
+    # This process reads its own change at once (inside the transaction too); others, and
+    # this one again, once it commits. The row's signal bumps the gateway's config revision.
+    store.clear()
+    transaction.on_commit(store.clear)

@@ -9,14 +9,14 @@ class GatewayLog(models.Model):
     """
 
     request_id = models.CharField(max_length=128, db_index=True)
-    created_at = models.DateTimeField(db_index=True)
-    user_id = models.BigIntegerField(null=True, db_index=True)
-    team_id = models.BigIntegerField(null=True, db_index=True)
-    api_key_id = models.BigIntegerField(null=True, db_index=True)
+    created_at = models.DateTimeField()
+    user_id = models.BigIntegerField(null=True)
+    team_id = models.BigIntegerField(null=True)
+    api_key_id = models.BigIntegerField(null=True)
     api_key_prefix = models.CharField(max_length=16, blank=True)
     surface = models.CharField(max_length=16)
     ingress = models.CharField(max_length=32)
-    model = models.CharField(max_length=200, blank=True, db_index=True)
+    model = models.CharField(max_length=200, blank=True)
     provider_id = models.BigIntegerField(null=True)
     provider = models.CharField(max_length=100, blank=True)
     upstream_model = models.CharField(max_length=200, blank=True)
@@ -42,26 +42,55 @@ class GatewayLog(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "gateway log record"
+        # Each ends in (created_at, id): the log explorer pages by that key, newest first,
+        # and a filter on the leading column still reads the rows already in that order.
+        # Spend per user, team, key or model since a date (quotas) uses them as well.
+        indexes = [
+            models.Index(fields=["created_at", "id"], name="gwlog_created"),
+            models.Index(fields=["user_id", "created_at", "id"], name="gwlog_user_created"),
+            models.Index(fields=["team_id", "created_at", "id"], name="gwlog_team_created"),
+            models.Index(fields=["api_key_id", "created_at", "id"], name="gwlog_key_created"),
+            models.Index(fields=["model", "created_at", "id"], name="gwlog_model_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.model} {self.status_code}"
 
 
+class Via(models.TextChoices):
+    CONSOLE = "console"
+    API = "api", "management API"
+    COMMAND = "command", "management command"
+
+
 class AuditEvent(models.Model):
-    """Something that happened to the installation: a change made by an admin, a budget
+    """Something that happened to the installation: a change made by an admin (with the
+    values before and after, secrets redacted: audit/changes.py), a sign-in, a budget
     crossing a threshold, counters being reset."""
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    action = models.CharField(max_length=64, db_index=True)  # e.g. budget.threshold_crossed
+    created_at = models.DateTimeField(auto_now_add=True)
+    # create, update, delete, or a named action: key.revoke, role.assign, auth.sign_in, ...
+    action = models.CharField(max_length=64, db_index=True)
     actor_id = models.BigIntegerField(null=True)  # the user, when one acted
     actor = models.CharField(max_length=254, blank=True)  # a readable name, kept if the user goes
-    object_type = models.CharField(max_length=64, blank=True)
+    api_key_prefix = models.CharField(max_length=16, blank=True)  # when the actor used a key
+    object_type = models.CharField(max_length=64, blank=True)  # app_label.model for changes
     object_id = models.CharField(max_length=200, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True)  # changed fields only, for an update
+    after = models.JSONField(null=True, blank=True)
     detail = models.JSONField(default=dict, blank=True)
     client_ip = models.GenericIPAddressField(null=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    via = models.CharField(max_length=16, choices=Via.choices, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at", "id"], name="auditevent_created"),
+            models.Index(fields=["actor_id", "created_at", "id"], name="auditevent_actor_created"),
+            models.Index(fields=["object_type", "object_id"], name="auditevent_object"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type}:{self.object_id}"
@@ -72,8 +101,8 @@ class McpLog(models.Model):
     the way): `tools/call` always, and the reads that name one server's item."""
 
     request_id = models.CharField(max_length=128, db_index=True)
-    created_at = models.DateTimeField(db_index=True)
-    user_id = models.BigIntegerField(null=True, db_index=True)
+    created_at = models.DateTimeField()
+    user_id = models.BigIntegerField(null=True)
     team_id = models.BigIntegerField(null=True)
     api_key_id = models.BigIntegerField(null=True, db_index=True)
     api_key_prefix = models.CharField(max_length=16, blank=True)
@@ -85,7 +114,7 @@ class McpLog(models.Model):
     name = models.CharField(max_length=300, blank=True, db_index=True)  # tool/prompt/URI as called
     upstream_name = models.CharField(max_length=300, blank=True)
     arguments = models.JSONField(null=True, blank=True)  # secrets redacted
-    status = models.CharField(max_length=20, db_index=True)
+    status = models.CharField(max_length=20)
     error_code = models.IntegerField(null=True)
     error_message = models.TextField(blank=True)
     latency_ms = models.FloatField(default=0)
@@ -95,6 +124,13 @@ class McpLog(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "MCP log record"
+        # As for GatewayLog: the explorer's keyset (created_at, id) behind each filter.
+        indexes = [
+            models.Index(fields=["created_at", "id"], name="mcplog_created"),
+            models.Index(fields=["user_id", "created_at", "id"], name="mcplog_user_created"),
+            models.Index(fields=["team_id", "created_at", "id"], name="mcplog_team_created"),
+            models.Index(fields=["status", "created_at", "id"], name="mcplog_status_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.method} {self.name} {self.status}"

@@ -11,14 +11,16 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
 
-        from accounts.models import ApiKey, Membership, Role, RoleAssignment, Team
+        from accounts.models import ApiKey, Membership, Role, RoleAssignment, RuntimeSetting, Team
         from mcpgw.models import McpCredential, McpServer
         from providers.models import AIModel, Provider, Route
         from quotas.models import Budget, QuotaReset, RateLimitRule
 
         watched = (ApiKey, Team, Membership, Role, RoleAssignment, Provider, AIModel, Route)
         mcp = (McpServer, McpCredential)
-        for model in (*watched, *mcp, RateLimitRule, Budget, QuotaReset, get_user_model()):
+        # Runtime settings too: gateway processes reload them with the rest.
+        config = (*watched, *mcp, RateLimitRule, Budget, QuotaReset, RuntimeSetting)
+        for model in (*config, get_user_model()):
             post_save.connect(
                 _changed, sender=model, dispatch_uid=f"revision-save-{model.__name__}"
             )

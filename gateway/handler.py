@@ -27,6 +27,7 @@ from django.urls.resolvers import RoutePattern
 
 from gateway import errors, formats
 from gateway.accounting import Call
+from thinkwatch import proxies
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,7 @@ def _exact_routes(urlconf: str) -> dict[str, ResolverMatch]:
 
 def client_ip(scope: dict[str, Any], meta: dict[str, Any]) -> str | None:
     peer = scope["client"][0] if scope.get("client") else None
-    if peer in settings.TRUSTED_PROXIES:
-        hops = [h.strip() for h in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-        for hop in reversed(hops):
-            if hop not in settings.TRUSTED_PROXIES:
-                return hop
-    return peer
+    return proxies.client_ip(peer, meta.get("HTTP_X_FORWARDED_FOR", ""))
 
 
 def request_id_of(scope: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts import runtime as runtime_settings
 from accounts.cache import keys
 from gateway.models import ConfigRevision
 from mcpgw import credentials as mcp_credentials
@@ -42,6 +43,7 @@ def invalidate_local() -> None:
     quotas.clear()
     mcp_registry.clear()
     mcp_credentials.clear()
+    runtime_settings.store.clear()
 
 
 def current() -> Revision:
@@ -50,12 +52,15 @@ def current() -> Revision:
 
 
 _current = off_loop(current)
+_reload_settings = off_loop(runtime_settings.store.reload)
 
 
 async def load() -> Revision:
-    """Load the route table; returns the revision it is at least as new as."""
+    """Load the route table and the runtime settings; returns the revision they are at
+    least as new as."""
     revision = await _current()
     await routes.reload()
+    await _reload_settings()
     return revision
 
 
@@ -72,7 +77,9 @@ async def watch(
                 quotas.clear()
                 mcp_registry.clear()
                 mcp_credentials.clear()
+                runtime_settings.store.clear()
                 await routes.reload()
+                await _reload_settings()
                 if on_change is not None:
                     await on_change()
                 seen = revision

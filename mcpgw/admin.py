@@ -6,8 +6,10 @@ from django.core.exceptions import ValidationError
 from django.forms.models import construct_instance
 from django.http import HttpRequest
 
+from accounts.runtime import setting
 from mcpgw import logic
 from mcpgw.models import McpCredential, McpServer
+from thinkwatch.console import Governed
 
 
 def _secret_input() -> forms.PasswordInput:
@@ -79,7 +81,8 @@ class McpServerForm(forms.ModelForm):
 
 
 @admin.register(McpServer)
-class McpServerAdmin(admin.ModelAdmin):
+class McpServerAdmin(Governed, admin.ModelAdmin):
+    area = "mcp_servers"
     form = McpServerForm
     list_display = ["name", "prefix", "url", "auth_mode", "enabled"]
     list_filter = ["auth_mode", "enabled"]
@@ -115,6 +118,11 @@ class McpServerAdmin(admin.ModelAdmin):
         ),
     ]
 
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)
+        initial.setdefault("timeout_seconds", setting("mcp.default_timeout_seconds"))
+        return initial
+
     @admin.display(boolean=True, description="secret stored")
     def shared_secret_set(self, server: McpServer) -> bool:
         return server.has_static_secret
@@ -125,7 +133,9 @@ class McpServerAdmin(admin.ModelAdmin):
 
 
 @admin.register(McpCredential)
-class McpCredentialAdmin(admin.ModelAdmin):
+class McpCredentialAdmin(Governed, admin.ModelAdmin):
+    area = "mcp_connections"
+    actions_map = {"view": "read", "add": "manage", "change": "manage", "delete": "manage"}
     """What users have connected. Tokens are never shown; deleting a credential disconnects
     the user, who must connect again."""
 

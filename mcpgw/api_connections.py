@@ -13,6 +13,7 @@ from ninja.responses import Status
 from mcpgw import credentials, oauth
 from mcpgw.console_views import callback_url, per_user_server
 from mcpgw.models import AuthMode, McpCredential
+from thinkwatch.guard import needs
 
 router = Router(tags=["mcp connections"])
 
@@ -77,3 +78,38 @@ def authorize(request: HttpRequest, server_id: int) -> dict[str, str]:
     except oauth.OAuthError as exc:
         raise HttpError(502, exc.description) from None
     return {"authorize_url": url}
+
+
+# --- Everyone's connections, for admins ----------------------------------------------------
+
+all_router = Router(tags=["mcp connections"])
+
+
+class UserConnectionOut(ConnectionOut):
+    id: int
+    user_id: int
+
+
+@all_router.get("", response=list[UserConnectionOut])
+@needs("mcp_connections:read")
+def list_user_connections(
+    request: HttpRequest, user_id: int | None = None, server_id: int | None = None
+) -> list[McpCredential]:
+    """Every user's connections (never their tokens)."""
+    connections = McpCredential.objects.select_related("server").order_by("user_id", "server_id")
+    if user_id is not None:
+        connections = connections.filter(user_id=user_id)
+    if server_id is not None:
+        connections = connections.filter(server_id=server_id)
+    return list(connections)
+
+
+@all_router.delete("/{connection_id}", response={204: None})
+@needs("mcp_connections:manage")
+def remove_user_connection(request: HttpRequest, connection_id: int) -> Status[None]:
+    """Remove someone's connection: their next call to that server asks them to connect
+    again."""
+    deleted, _ = McpCredential.objects.filter(pk=connection_id).delete()
+    if not deleted:
+        raise HttpError(404, "Not Found")
+    return Status(204, None)

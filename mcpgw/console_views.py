@@ -4,7 +4,6 @@ the console may connect, and remove, their own connections; staff or not."""
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -14,8 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.runtime import setting
 from mcpgw import credentials, oauth
 from mcpgw.models import AuthMode, McpCredential, McpServer
+from thinkwatch.headers import form_redirects_anywhere
 
 CALLBACK_PATH = "/mcp/oauth/callback"
 _PER_USER = (AuthMode.PER_USER_TOKEN, AuthMode.PER_USER_OAUTH)
@@ -24,8 +25,9 @@ _signed_in = login_required(login_url="login")
 
 def callback_url(request: HttpRequest) -> str:
     """The redirect URI to register with an authorization server."""
-    if settings.CONSOLE_PUBLIC_URL:
-        return f"{settings.CONSOLE_PUBLIC_URL.rstrip('/')}{CALLBACK_PATH}"
+    public = setting("console.public_url")
+    if public:
+        return f"{public.rstrip('/')}{CALLBACK_PATH}"
     return request.build_absolute_uri(CALLBACK_PATH)
 
 
@@ -43,6 +45,7 @@ def _page(request: HttpRequest, template: str, status: int = 200, **context: Any
 
 
 @never_cache
+@form_redirects_anywhere  # Reconnect's answer is a redirect to the authorization server
 @_signed_in
 @require_http_methods(["GET", "POST"])
 def connect(request: HttpRequest, server_id: int) -> HttpResponse:

@@ -37,6 +37,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from redis.exceptions import LockError, RedisError
 
+from accounts.runtime import setting
 from mcpgw import oauth
 from mcpgw.models import (
     STATIC_SECRET_PURPOSE,
@@ -59,8 +60,9 @@ T = TypeVar("T")
 
 
 def console_url() -> str:
-    if settings.CONSOLE_PUBLIC_URL:
-        return str(settings.CONSOLE_PUBLIC_URL).rstrip("/")
+    public = setting("console.public_url")
+    if public:
+        return str(public).rstrip("/")
     host = settings.BIND_ADDRESS
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 (listening everywhere; name one of them)
         host = "localhost"

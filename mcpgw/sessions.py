@@ -3,7 +3,7 @@
 A session belongs to the key that created it: the same id presented with another key is
 answered as unknown (404), so a leaked id is useless. With REDIS_URL the sessions live in
 Redis and any gateway instance can serve them; otherwise in this process. Idle sessions
-expire after THINKWATCH_MCP_SESSION_IDLE_SECONDS.
+expire after the `mcp.session_idle_seconds` runtime setting.
 
 What cannot move between processes stays here: requests in flight (for cancellation) and
 the open GET stream that carries notifications.
@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+
+from accounts.runtime import setting
 
 _REDIS_PREFIX = "tw:mcp:session:"
 Queue = asyncio.Queue[dict[str, Any] | None]
@@ -41,7 +43,7 @@ class MemoryStore:
         now = time.time()
         if session is None:
             return None
-        if now - session.seen > settings.MCP_SESSION_IDLE_SECONDS:
+        if now - session.seen > setting("mcp.session_idle_seconds"):
             del self._sessions[session_id]
             return None
         session.seen = now
@@ -56,7 +58,7 @@ class MemoryStore:
         return self._sessions.pop(session_id, None) is not None
 
     def _expire(self) -> None:
-        limit = time.time() - settings.MCP_SESSION_IDLE_SECONDS
+        limit = time.time() - setting("mcp.session_idle_seconds")
         for sid in [s.id for s in self._sessions.values() if s.seen < limit]:
             del self._sessions[sid]
 
@@ -81,7 +83,7 @@ class RedisStore:
         await redis.client().set(
             _REDIS_PREFIX + session.id,
             orjson.dumps(asdict(session)),
-            ex=settings.MCP_SESSION_IDLE_SECONDS,
+            ex=setting("mcp.session_idle_seconds"),
         )
 
     async def delete(self, session_id: str) -> bool:

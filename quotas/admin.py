@@ -4,10 +4,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from quotas.models import Budget, BudgetAlert, QuotaReset, RateLimitRule
-from thinkwatch.lib.admin import ReadOnlyAdmin
+from thinkwatch.console import Governed, GovernedReadOnly
 
 
-class LimitAdmin(admin.ModelAdmin):
+class LimitAdmin(Governed, admin.ModelAdmin):
+    area = "limits"
+    actions_map = {"view": "read", "add": "update", "change": "update", "delete": "update"}
     list_filter = ["subject_kind", "enabled"]
     search_fields = ["subject_id", "reason"]
     readonly_fields = ["created_at", "created_by"]
@@ -31,7 +33,8 @@ class BudgetAdmin(LimitAdmin):
 
 
 @admin.register(BudgetAlert)
-class BudgetAlertAdmin(ReadOnlyAdmin):
+class BudgetAlertAdmin(GovernedReadOnly, admin.ModelAdmin):
+    area = "limits"
     list_display = [
         "fired_at",
         "budget",
@@ -45,5 +48,6 @@ class BudgetAlertAdmin(ReadOnlyAdmin):
 
 
 @admin.register(QuotaReset)
-class QuotaResetAdmin(ReadOnlyAdmin):
+class QuotaResetAdmin(GovernedReadOnly, admin.ModelAdmin):
+    area = "limits"
     list_display = ["at", "subject_kind", "subject_id", "by", "reason"]

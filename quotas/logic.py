@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from accounts.runtime import setting
 from audit.models import AuditEvent, GatewayLog
 from quotas import periods
 from quotas.cache import BudgetRow, QuotaTable, Rule, _budget, _window
@@ -81,7 +82,7 @@ async def record_crossings(crossings: list[Crossing]) -> None:
 def deliver_alert(alert_id: int) -> bool:
     """POST the alert to its webhook; True when delivered (or there is nowhere to send it)."""
     alert = BudgetAlert.objects.select_related("budget").get(pk=alert_id)
-    url = alert.budget.alert_webhook_url or settings.BUDGET_ALERT_WEBHOOK_URL
+    url = alert.budget.alert_webhook_url or setting("quotas.budget_alert_webhook_url")
     if not url or alert.delivered_at:
         return True
     body = orjson.dumps(

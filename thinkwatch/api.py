@@ -15,9 +15,11 @@ from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
-from accounts import access
 from accounts.access import Denied, Rights
 from accounts.models import ApiKey, KeyState, Surface, hash_key, looks_like_key
+
+# Routers import these from thinkwatch.guard (importing this module mounts every router).
+from thinkwatch.guard import needs, require  # noqa: F401
 
 _USABLE = (KeyState.ACTIVE, KeyState.ROTATING)
 
@@ -79,11 +81,6 @@ def denied(request: HttpRequest, exc: Denied) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=403)
 
 
-def require(request: HttpRequest, perm: str, team_id: int | None = None) -> None:
-    """Refuse with 403 unless the caller holds `perm` (within `team_id`, if given)."""
-    access.require(request.user, perm, team_id)
-
-
 @api.exception_handler(ValidationError)
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     """Model validation (uniqueness, URLs, ...) as 422 in ninja's own error shape."""
@@ -100,7 +97,11 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 
 def _mount() -> None:
     from accounts.api import router as keys
+    from accounts.api_people import teams_router as teams
+    from accounts.api_people import users_router as users
+    from accounts.api_roles import router as roles
     from mcpgw.api import router as mcp_servers
+    from mcpgw.api_connections import all_router as mcp_user_connections
     from mcpgw.api_connections import router as mcp_connections
     from providers.api import models_router, providers_router
     from quotas.api import router as limits
@@ -108,8 +109,17 @@ def _mount() -> None:
     api.add_router("/providers", providers_router)
     api.add_router("/models", models_router)
     api.add_router("/keys", keys)
+    api.add_router("/users", users)
+    api.add_router("/teams", teams)
+    api.add_router("/roles", roles)
     api.add_router("/limits", limits)
     api.add_router("/mcp/servers", mcp_servers)
+    api.add_router("/mcp/user-connections", mcp_user_connections)
+    api.add_router("/sso/oidc", "accounts.api_oidc.router")
+    api.add_router("/settings", "accounts.api_settings.router")
+    api.add_router("/usage", "audit.api_usage.router")
+    api.add_router("/logs", "audit.api_logs.logs_router")
+    api.add_router("/audit", "audit.api_logs.audit_router")
     # Each user's own connections: any active user, staff or not.
     own = [ConsoleKeyAuth(console_only=False), UserSessionAuth()]
     api.add_router("/mcp/connections", mcp_connections, auth=own)

@@ -30,6 +30,16 @@ async def gateway(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def __getattr__(name: str) -> Any:
     # Built on first use, so the gateway process never loads the console's middleware.
     if name == "console":
-        globals()["console"] = app = ASGIHandler()
+        from channels.routing import ProtocolTypeRouter, URLRouter
+        from channels.security.websocket import AllowedHostsOriginValidator
+        from django.urls import path
+
+        from audit.consumers import DashboardConsumer
+
+        sockets = URLRouter([path("ws/dashboard", DashboardConsumer.as_asgi())])
+        app = ProtocolTypeRouter(
+            {"http": ASGIHandler(), "websocket": AllowedHostsOriginValidator(sockets)}
+        )
+        globals()["console"] = app
         return app
     raise AttributeError(name)

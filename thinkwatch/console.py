@@ -67,10 +67,10 @@ class Governed:
         return self.may(request, "delete", obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        queryset = super().get_queryset(request)  # type: ignore[misc]
+        queryset: QuerySet[Any] = super().get_queryset(request)  # type: ignore[misc]
         if self.team_field is None:
-            return queryset  # type: ignore[no-any-return]
-        return queryset.filter(team_filter(request.user, self._perm("view"), self.team_field))  # type: ignore[no-any-return]
+            return queryset
+        return queryset.filter(team_filter(request.user, self._perm("view"), self.team_field))
 
 
 class GovernedReadOnly(Governed):
@@ -98,7 +98,7 @@ class GovernedInline(Governed):
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._inline_may(request, "view", obj) or self._inline_may(request, "change", obj)
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # type: ignore[override]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._inline_may(request, "add", obj)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

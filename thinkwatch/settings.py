@@ -236,6 +236,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "corsheaders",
     "guardian",
     "accounts",
     "providers",
@@ -250,18 +251,25 @@ INSTALLED_APPS = [
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
+    # Single sign-on, configured in the console (accounts/oidc.py); inert until enabled.
+    "accounts.oidc.OidcBackend",
 ]
 ANONYMOUS_USER_NAME = None  # django-guardian: no anonymous user row
 
 # The console's middleware. The gateway runs none (see gateway/handler.py).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "thinkwatch.headers.security_headers",
+    "corsheaders.middleware.CorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Changes made while a request runs are recorded in the admin audit log (audit/changes.py).
+    "audit.context.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.sessions.SessionGuardMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -312,6 +320,15 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Sent on every console response when set (thinkwatch/headers.py); on by default with
+# secure cookies, since the console is then served over HTTPS.
+SECURE_HSTS_SECONDS = _int("THINKWATCH_HSTS_SECONDS", 31_536_000 if SESSION_COOKIE_SECURE else 0)
+# CORS for the management API only. The allowed origins are the runtime setting
+# security.cors_allowed_origins (thinkwatch/headers.py), so none are listed here; no
+# cookies cross origins: browser callers use tw- keys.
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOWED_ORIGINS: list[str] = []
+CORS_ALLOW_CREDENTIALS = False
 
 LOG_LEVEL = env.str("THINKWATCH_LOG_LEVEL", default="INFO").upper()
 LOGGING = {

@@ -3,15 +3,41 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth
 from django.urls import path
-from django.views.generic import RedirectView
 
+from accounts import console_settings, setup_wizard
 from accounts.lockout import LockoutAuthenticationForm
+from accounts.oidc_views import CallbackView, SignInView
+from audit import console_views as audit_pages
+from audit import log_views
+from gateway import guide
 from mcpgw import console_views as mcp
 from thinkwatch import health
 from thinkwatch.api import api
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", setup_wizard.home),
+    path("setup", setup_wizard.wizard, name="setup"),
+    path(
+        "admin/settings/",
+        admin.site.admin_view(console_settings.settings_page),
+        name="console-settings",
+    ),
+    path(
+        "admin/dashboard/", admin.site.admin_view(audit_pages.dashboard), name="console-dashboard"
+    ),
+    path(
+        "admin/dashboard/ticket",
+        admin.site.admin_view(audit_pages.dashboard_ticket),
+        name="console-dashboard-ticket",
+    ),
+    path("admin/usage/", admin.site.admin_view(audit_pages.usage_page), name="console-usage"),
+    path("admin/guide/", admin.site.admin_view(guide.guide), name="console-guide"),
+    path("admin/logs/", admin.site.admin_view(log_views.logs), name="console-logs"),
+    path(
+        "admin/logs/<str:kind>/<int:pk>/",
+        admin.site.admin_view(log_views.log_record),
+        name="console-log-record",
+    ),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     # Sign-in for everyone (the admin's own login admits staff only): users who are not
@@ -26,6 +52,8 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth.LogoutView.as_view(next_page="login"), name="logout"),
+    path("oidc/authenticate/", SignInView.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", CallbackView.as_view(), name="oidc_authentication_callback"),
     path("mcp/connections/", mcp.connections, name="mcp-connections"),
     path("mcp/connect/<int:server_id>/", mcp.connect, name="mcp-connect"),
     path("mcp/connect/<int:server_id>/remove", mcp.disconnect, name="mcp-disconnect"),

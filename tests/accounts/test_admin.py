@@ -35,6 +35,7 @@ def test_it_shows_a_new_keys_plaintext_once(console: Client, bob: User) -> None:
             "surfaces": ["ai_gateway"],
             "allowed_models": "gpt-*\nclaude-*",
         },
+        follow=True,
     )
 
     plaintext = re.search(r"tw-[0-9a-f]{96}", response.content.decode()).group(0)  # type: ignore[union-attr]
@@ -42,6 +43,10 @@ def test_it_shows_a_new_keys_plaintext_once(console: Client, bob: User) -> None:
     assert "no-store" in response["Cache-Control"]
     assert key.allowed_models == ["gpt-*", "claude-*"]
     assert plaintext not in console.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
+    # Reloading the page that showed it issues nothing and shows nothing.
+    again = console.get(f"/admin/accounts/apikey/{key.pk}/secret/", follow=True)
+    assert plaintext not in again.content.decode()
+    assert ApiKey.objects.count() == 1
 
 
 def test_it_revokes_a_key_with_a_reason(console: Client, bob: User) -> None:
@@ -56,7 +61,9 @@ def test_it_revokes_a_key_with_a_reason(console: Client, bob: User) -> None:
 def test_it_rotates_a_key_and_shows_the_successor_once(console: Client, bob: User) -> None:
     key, _ = make_key(bob)
 
-    response = console.post(f"/admin/accounts/apikey/{key.pk}/rotate/", {"grace_hours": 1})
+    response = console.post(
+        f"/admin/accounts/apikey/{key.pk}/rotate/", {"grace_hours": 1}, follow=True
+    )
 
     plaintext = re.search(r"tw-[0-9a-f]{96}", response.content.decode()).group(0)  # type: ignore[union-attr]
     assert ApiKey.objects.get(key_hash=hash_key(plaintext)).rotated_from == key
@@ -186,7 +193,7 @@ def test_it_refuses_a_malformed_tool_pattern_on_a_role(console: Client) -> None:
 def add_key(console: Client, owner: User, **fields: str) -> ApiKey:
     form = {"name": "mcp", "owner": owner.pk, "surfaces": ["mcp_gateway"], "allowed_models": "*"}
     response = console.post("/admin/accounts/apikey/add/", {**form, **fields})
-    assert response.status_code == 200, response.content
+    assert response.status_code == 302 and response["Location"].endswith("/secret/")
     return ApiKey.objects.get(name="mcp")
 
 

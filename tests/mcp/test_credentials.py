@@ -14,6 +14,7 @@ from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from accounts.models import Role, RoleAssignment
 from mcpgw import credentials
 from mcpgw.credentials import CredentialCache, CredentialMissing, upstream_headers
 from mcpgw.models import McpCredential, McpServer
@@ -506,7 +507,10 @@ async def test_it_keeps_tokens_out_of_the_logs_when_refreshing(
     assert [s for s in secrets if s in caplog.text] == []
 
 
-def test_a_user_who_is_not_staff_signs_in_to_connect(github: McpServer, bob: User) -> None:
+def test_a_user_without_console_rights_signs_in_to_connect(github: McpServer, bob: User) -> None:
+    gateway_only = Role.objects.create(name="MCP only", slug="mcp-only", permissions=["*:use"])
+    bob.role_assignments.all().delete()
+    RoleAssignment.objects.create(user=bob, role=gateway_only)
     bob.set_password("A-long-enough-password-1")
     bob.save()
     browser = Client()
@@ -519,7 +523,7 @@ def test_a_user_who_is_not_staff_signs_in_to_connect(github: McpServer, bob: Use
             "/admin/login/", {"username": bob.username, "password": "A-long-enough-password-1"}
         ).status_code
         == 200
-    )  # the admin refuses non-staff
+    )  # the admin refuses accounts without console rights
     signed_in = browser.post(
         f"/accounts/login/?next={connect}",
         {"username": bob.username, "password": "A-long-enough-password-1", "next": connect},

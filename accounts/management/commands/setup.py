@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts import logic
 from providers.specs import SPECS
 
-SETUP_PROVIDER_TYPES = ("openai", "openai_compatible")
+SETUP_PROVIDER_TYPES = logic.SETUP_PROVIDER_TYPES
 
 
 class Command(BaseCommand):
