@@ -22,7 +22,10 @@ def _field(spec: runtime.Spec) -> forms.Field:
     if spec.kind is bool:
         return forms.BooleanField(required=False, **options)
     if spec.kind is int:
-        return forms.IntegerField(min_value=spec.minimum, max_value=spec.maximum, **options)
+        # The setting's own rules check the limits, and only of a changed value.
+        limits = {"min": spec.minimum, "max": spec.maximum}
+        number = forms.NumberInput(attrs={k: v for k, v in limits.items() if v is not None})
+        return forms.IntegerField(widget=number, **options)
     if spec.kind is list:
         textarea = forms.Textarea(attrs={"rows": 4, "cols": 60})
         return forms.CharField(required=False, widget=textarea, **options)
@@ -78,16 +81,13 @@ class SettingsForm(forms.Form):
             if spec.key not in data:
                 continue  # the field's own check failed and says so
             value = self._typed(spec, data)
-            if value is None:
-                continue
+            if value is None or (not spec.secret and value == entry.value):
+                continue  # unchanged: not checked again (the environment may start one beyond)
             try:
-                value = spec.clean(value)
+                self.changes[spec.key] = spec.clean(value)
             except ValidationError as exc:
                 prefix = f"{spec.key}: "
                 self.add_error(spec.key, [m.removeprefix(prefix) for m in exc.messages])
-                continue
-            if spec.secret or value != entry.value:
-                self.changes[spec.key] = value
         return data
 
     def _typed(self, spec: runtime.Spec, data: dict[str, Any]) -> Any:

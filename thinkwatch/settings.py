@@ -116,6 +116,7 @@ CONFIG_POLL_SECONDS = _float("THINKWATCH_CONFIG_POLL_SECONDS", 1.0, minimum=0.05
 KEY_CACHE_SECONDS = _float("THINKWATCH_KEY_CACHE_SECONDS", 60.0, minimum=0.0)
 AUDIT_BATCH_SIZE = _int("THINKWATCH_AUDIT_BATCH_SIZE", 500, minimum=1)
 AUDIT_FLUSH_SECONDS = _float("THINKWATCH_AUDIT_FLUSH_SECONDS", 0.5, minimum=0.01)
+# This, DEFAULT_ROLE and DELETED_KEY_PURGE_DAYS start runtime settings (accounts/runtime.py).
 KEY_ROTATION_GRACE_HOURS = _int("THINKWATCH_KEY_ROTATION_GRACE_HOURS", 24)
 # The role every new account holds globally (a role slug; empty: none).
 DEFAULT_ROLE = env.str("THINKWATCH_DEFAULT_ROLE", default="developer")
@@ -130,7 +131,8 @@ QUOTA_FAIL_CLOSED = _bool("THINKWATCH_QUOTA_FAIL_CLOSED", False)
 QUOTA_DEFAULT_MAX_TOKENS = _int("THINKWATCH_QUOTA_DEFAULT_MAX_TOKENS", 4096, minimum=1)
 # How long a request's budget reservation lives if it is never settled (a crash).
 QUOTA_HOLD_SECONDS = _int("THINKWATCH_QUOTA_HOLD_SECONDS", 3600, minimum=60)
-# Where budget alerts go when a budget names no webhook of its own; signed with the secret.
+# Where budget alerts go when a budget names no webhook of its own; signed with the secret
+# (a runtime setting's default).
 BUDGET_ALERT_WEBHOOK_URL = env.str("THINKWATCH_BUDGET_ALERT_WEBHOOK_URL", default="")
 WEBHOOK_SECRET = keyfiles.optional("THINKWATCH_WEBHOOK_SECRET")
 
@@ -156,6 +158,7 @@ for _network in MCP_ALLOWED_NETWORKS:
 MCP_CLIENT_PREFIX = env.str("THINKWATCH_MCP_CLIENT_PREFIX", default="mcp__thinkwatch__")
 # Browser origins allowed to call /mcp (requests without Origin are always allowed).
 MCP_ALLOWED_ORIGINS = frozenset(_list("THINKWATCH_MCP_ALLOWED_ORIGINS"))
+# A runtime setting's default, as is CONSOLE_PUBLIC_URL.
 MCP_SESSION_IDLE_SECONDS = _int("THINKWATCH_MCP_SESSION_IDLE_SECONDS", 3600, minimum=60)
 MCP_PAGE_SIZE = _int("THINKWATCH_MCP_PAGE_SIZE", 100, minimum=1)
 # How long a server's tool, resource and prompt lists are reused before asking again

@@ -169,15 +169,18 @@ def build_world() -> World:
 class Stage:
     world: World
     people: dict[str, User]
+    clients: dict[str, Persona]  # each persona, signed in
 
 
 @contextmanager
 def staged(django_db_blocker: Any) -> Iterator[Stage]:
-    """The world and one persona per column, built once for a whole test module inside a
-    transaction that is rolled back at its end. Each test runs in a savepoint within it
-    (pytest-django's `db`), so what one test changes the next never sees."""
+    """The world and one signed-in persona per column, built once for a whole test module
+    inside a transaction that is rolled back at its end. Each test runs in a savepoint
+    within it (pytest-django's `db`), so what one test changes the next never sees."""
     with django_db_blocker.unblock(), transaction.atomic():
-        yield Stage(build_world(), {name: holder(name) for name in HOLDERS})
+        world = build_world()
+        people = {name: holder(name) for name in HOLDERS}
+        yield Stage(world, people, {name: session(user) for name, user in people.items()})
         transaction.set_rollback(True)
 
 

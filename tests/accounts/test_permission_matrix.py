@@ -539,7 +539,7 @@ def world(stage: Stage, db: None) -> World:
 def test_each_role_may_use_the_api_exactly_as_its_permissions_say(
     stage: Stage, world: World, name: str, action: Action, status: int, allowed: bool
 ) -> None:
-    client = session(stage.people[name])
+    client = stage.clients[name]
 
     response = action.call(client, world)
 
@@ -570,7 +570,7 @@ def test_the_matrix_has_an_allowed_and_a_refused_cell_for_every_operation(action
 
 
 def test_a_viewer_reads_providers_but_cannot_delete_one(stage: Stage, world: World) -> None:
-    client = session(stage.people["viewer"])
+    client = stage.clients["viewer"]
 
     assert client.get("/api/providers").status_code == 200
     assert client.delete(f"/api/providers/{world.spare_provider.pk}").status_code == 403
@@ -578,14 +578,14 @@ def test_a_viewer_reads_providers_but_cannot_delete_one(stage: Stage, world: Wor
 
 
 def test_a_developer_cannot_see_providers_or_users(stage: Stage, world: World) -> None:
-    client = session(stage.people["developer"])
+    client = stage.clients["developer"]
 
     assert client.get("/api/providers").status_code == 403
     assert client.get("/api/users").status_code == 403
 
 
 def test_an_admin_cannot_define_roles_or_change_settings(stage: Stage, world: World) -> None:
-    client = session(stage.people["admin"])
+    client = stage.clients["admin"]
 
     refused_role = client.post(
         "/api/roles", {"name": "X", "slug": "x", "permissions": []}, content_type=JSON
@@ -599,7 +599,7 @@ def test_an_admin_cannot_define_roles_or_change_settings(stage: Stage, world: Wo
 
 
 def test_an_admin_deletes_a_provider(stage: Stage, world: World) -> None:
-    client = session(stage.people["admin"])
+    client = stage.clients["admin"]
 
     assert client.delete(f"/api/providers/{world.spare_provider.pk}").status_code == 204
 
@@ -634,6 +634,6 @@ def test_the_expected_rights_come_from_the_role_definitions() -> None:
 
 
 def test_the_export_is_json(stage: Stage, world: World) -> None:
-    response = session(stage.people["viewer"]).get("/api/roles/export")
+    response = stage.clients["viewer"].get("/api/roles/export")
 
     assert json.loads(response.content)["format"] == roles.EXPORT_FORMAT

@@ -409,7 +409,7 @@ def world(stage: Stage, db: None) -> World:
 def test_each_role_may_use_the_console_exactly_as_its_permissions_say(
     stage: Stage, world: World, name: str, action: Action, status: int, allowed: bool
 ) -> None:
-    client = session(stage.people[name])
+    client = stage.clients[name]
 
     response = action.call(client, world)
 
@@ -430,18 +430,18 @@ def test_the_console_matrix_has_an_allowed_and_a_refused_cell_for_every_page(
 
 
 def test_a_viewer_sees_the_provider_list_but_not_the_add_page(stage: Stage, world: World) -> None:
-    client = session(stage.people["viewer"])
+    client = stage.clients["viewer"]
 
     assert client.get("/admin/providers/provider/").status_code == 200
     assert client.get("/admin/providers/provider/add/").status_code == 403
 
 
 def test_a_developer_cannot_open_the_user_list(stage: Stage, world: World) -> None:
-    assert session(stage.people["developer"]).get("/admin/auth/user/").status_code == 403
+    assert stage.clients["developer"].get("/admin/auth/user/").status_code == 403
 
 
 def test_an_admin_cannot_open_the_import_page(stage: Stage, world: World) -> None:
-    assert session(stage.people["admin"]).get("/admin/accounts/role/import/").status_code == 403
+    assert stage.clients["admin"].get("/admin/accounts/role/import/").status_code == 403
 
 
 def test_a_developer_sees_their_own_keys_in_the_console(stage: Stage, world: World) -> None:

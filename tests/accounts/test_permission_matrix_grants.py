@@ -56,7 +56,7 @@ def rory(world: World) -> Persona:
 
 @pytest.fixture
 def admin(stage: Stage) -> Persona:
-    return session(stage.people["admin"])
+    return stage.clients["admin"]
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_a_superuser_takes_a_role_away_on_its_page(stage: Stage, world: World) -
     holder = stage.people["super-admin"]
     url = f"/admin/accounts/role/{Role.objects.get(slug='super-admin').pk}/change/"
 
-    response = session(stage.people["superuser"]).post(
+    response = stage.clients["superuser"].post(
         url, world.form(url, **{"assignments-0-DELETE": "on"})
     )
 
@@ -264,7 +264,7 @@ def test_a_superuser_holds_every_right_in_every_team(stage: Stage, world: World)
 
     assert all(rights.has(p) and rights.has(p, world.team_b.pk) for p in permissions.ALL)
     assert (
-        session(stage.people["superuser"])
+        stage.clients["superuser"]
         .patch("/api/settings", {"keys.rotation_grace_hours": 5}, content_type=JSON)
         .status_code
         == 200
@@ -356,6 +356,6 @@ def test_an_admin_cannot_make_anyone_a_superuser(world: World, admin: Persona) -
 def test_a_superuser_makes_someone_a_superuser_in_the_console(stage: Stage, world: World) -> None:
     url = f"/admin/auth/user/{world.dave.pk}/change/"
 
-    session(stage.people["superuser"]).post(url, world.form(url, is_superuser="on"))
+    stage.clients["superuser"].post(url, world.form(url, is_superuser="on"))
 
     assert world.reload(world.dave).is_superuser

@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts import roles
 from accounts.models import Role, RoleRevision
-from tests.accounts.access_matrix import Persona, Stage, World, session, staged
+from tests.accounts.access_matrix import Persona, Stage, World, staged
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +31,7 @@ def world(stage: Stage, db: None) -> World:
 
 @pytest.fixture
 def sue(stage: Stage) -> Persona:
-    return session(stage.people["super-admin"])
+    return stage.clients["super-admin"]
 
 
 def history(slug: str) -> list[tuple[int, str, int | None]]:

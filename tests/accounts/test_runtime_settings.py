@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import time_machine
@@ -34,7 +34,7 @@ from gateway import revision
 from gateway.models import ConfigRevision
 from mcpgw import credentials, sessions, ssrf
 from quotas import logic as quota_logic
-from quotas.models import BudgetAlert
+from quotas.models import Budget, BudgetAlert
 from tests.conftest import database_url
 from tests.factories import (
     BudgetFactory,
@@ -64,7 +64,7 @@ def _settings_as_stored(django_db_blocker: DjangoDbBlocker) -> Iterator[None]:
 @pytest.fixture
 def carol(db: None) -> User:
     """Carol may read the settings, not change them."""
-    user = UserFactory(username="carol@example.com")
+    user = cast(User, UserFactory(username="carol@example.com"))
     role = RoleFactory(
         name="Settings reader", slug="settings-reader", permissions=["settings:read"]
     )
@@ -93,7 +93,12 @@ def errors(response: Any) -> dict[str, str]:
 
 def page_form(**changes: Any) -> dict[str, Any]:
     """The settings page's form as the browser sends it, with `changes` typed in."""
-    as_sent = {bool: lambda v: "on", list: "\n".join, int: str, str: str}
+    as_sent: dict[type, Callable[[Any], str]] = {
+        bool: lambda v: "on",
+        list: "\n".join,
+        int: str,
+        str: str,
+    }
     data = {
         entry.spec.key: as_sent[entry.spec.kind](entry.value)
         for entry in runtime.describe()
@@ -199,9 +204,9 @@ def test_it_saves_nothing_when_one_field_is_invalid_and_says_which(alice: User) 
 @pytest.mark.parametrize(
     ("key", "typed", "message"),
     [
-        ("keys.rotation_grace_hours", "721", "less than or equal to 720"),
+        ("keys.rotation_grace_hours", "721", "at most 720."),
         ("keys.rotation_grace_hours", "a day", "Enter a whole number."),
-        ("mcp.session_idle_seconds", "59", "greater than or equal to 60"),
+        ("mcp.session_idle_seconds", "59", "at least 60."),
         ("security.cors_allowed_origins", "https://a.example.com/app", "has a path"),
         ("console.public_url", "console.example.com", "is not an http(s) URL"),
     ],
@@ -212,6 +217,17 @@ def test_it_checks_each_field_on_the_page(alice: User, key: str, typed: str, mes
     assert response.status_code == 200
     assert message in response.content.decode()
     assert stored() == {}
+
+
+def test_it_saves_a_change_beside_an_environment_value_beyond_the_limits(
+    alice: User, settings: Settings
+) -> None:
+    settings.MCP_SESSION_IDLE_SECONDS = 30 * 86400  # the page's limit is 7 days
+
+    response = signed_in(alice).post(PAGE, page_form(**{"keys.rotation_grace_hours": "48"}))
+
+    assert response.status_code == 302
+    assert stored() == {"keys.rotation_grace_hours": 48}
 
 
 def test_it_resets_a_setting_to_its_default(alice: User) -> None:
@@ -267,7 +283,7 @@ def test_it_gives_each_kind_its_widget(
     field = console_settings._field(spec)
 
     assert type(field.widget) is widget
-    assert attrs.items() <= field.widget_attrs(field.widget).items()
+    assert attrs.items() <= cast(forms.Widget, field.widget).attrs.items()
 
 
 def test_it_never_shows_a_secret_setting_on_the_page(alice: User) -> None:
@@ -644,7 +660,7 @@ def sink() -> Iterator[WebhookSink]:
 
 
 def test_budget_alerts_go_to_the_webhook_setting(db: None, sink: WebhookSink) -> None:
-    budget = BudgetFactory(subject_kind="user", subject_id="1", limit=Decimal("10"))
+    budget = cast(Budget, BudgetFactory(subject_kind="user", subject_id="1", limit=Decimal("10")))
     alert = BudgetAlert.objects.create(
         budget=budget, period_key="2026-11", subject_id="user:1", threshold=80, spent=Decimal(8)
     )
@@ -693,9 +709,10 @@ def test_rotations_take_the_grace_setting_by_default(alice: User) -> None:
     form = signed_in(alice).get(f"/admin/accounts/apikey/{key.pk}/rotate/").content.decode()
     rotated = api_for(alice).post(f"/api/keys/{key.pk}/rotate", {}, content_type="application/json")
 
-    key.refresh_from_db()
+    grace_ends_at = ApiKey.objects.values_list("grace_ends_at", flat=True).get(pk=key.pk)
     assert rotated.status_code == 201
-    assert timedelta(hours=1, minutes=59) < key.grace_ends_at - timezone.now() <= timedelta(hours=2)
+    assert grace_ends_at is not None
+    assert timedelta(hours=1, minutes=59) < grace_ends_at - timezone.now() <= timedelta(hours=2)
     assert 'name="grace_hours" value="2"' in form
 
 

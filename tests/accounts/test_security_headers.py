@@ -189,6 +189,7 @@ def test_a_new_keys_page_loads_its_copy_button_from_a_file(console: Client, alic
     response = console.post(
         "/admin/accounts/apikey/add/",
         {"name": "ci", "owner": alice.pk, "surfaces": ["ai_gateway"], "allowed_models": "*"},
+        follow=True,
     )
 
     assert b'src="/static/thinkwatch/copy.js"' in response.content

@@ -229,7 +229,7 @@ def test_it_searches_the_mcp_log_by_tool_name(console: Client) -> None:
     McpLogFactory(request_id="req-issue", name="github__create_issue")
     McpLogFactory(request_id="req-search", name="linear__search")
 
-    page = console.get("/admin/audit/mcplog/?q=linear__").content.decode()
+    page = console.get("/admin/audit/mcplog/?q=linear__search").content.decode()
 
     assert "req-search" in page
     assert "req-issue" not in page
