@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
+from accounts.access import builtin_role
 from accounts.models import Role, RoleAssignment
 from audit.models import McpLog
 from mcpgw import records
@@ -49,9 +50,9 @@ def mcp_logged() -> list[McpLog]:
 
 
 def developer(user: User) -> None:
-    # Seeded by a migration, but a transactional test empties the tables after it.
-    role, _ = Role.objects.get_or_create(slug="developer", defaults={"name": "Developer"})
-    RoleAssignment.objects.create(user=user, role=role)
+    # New accounts hold it already (the default role); builtin_role recreates it when a
+    # transactional test has emptied the tables.
+    RoleAssignment.objects.get_or_create(user=user, role=builtin_role("developer"), team=None)
 
 
 class Env:
@@ -530,14 +531,30 @@ def test_a_role_denial_wins_and_applies_to_an_open_session(env: Env, bob: User) 
     assert eventually(lambda: call().get("error", {}).get("code"), -32003) == -32003
 
 
-def test_a_user_without_a_role_has_no_tools(env: Env) -> None:
+def test_a_user_whose_roles_allow_no_tools_lists_none(env: Env) -> None:
     nobody = User.objects.create(username="nobody@example.com")
+    nobody.role_assignments.all().delete()
+    toolless = Role.objects.create(
+        name="No tools", slug="no-tools", permissions=["mcp_gateway:use"], mcp_tools=[]
+    )
+    RoleAssignment.objects.create(user=nobody, role=toolless)
     _, key = make_key(nobody, surfaces=SURFACES, name="nobody")
     session = env.initialize(key=key)
     listed = env.post(
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, key=key, Mcp_Session_Id=session
     ).json()
     assert listed["result"]["tools"] == []
+
+
+def test_a_user_without_mcp_gateway_use_is_refused(env: Env) -> None:
+    nobody = User.objects.create(username="nobody@example.com")
+    nobody.role_assignments.all().delete()
+    _, key = make_key(nobody, surfaces=SURFACES, name="nobody")
+
+    response = env.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}, key=key)
+
+    assert response.status_code == 403
+    assert "mcp_gateway:use" in response.text
 
 
 # --- credentials -----------------------------------------------------------------------
