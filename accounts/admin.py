@@ -110,7 +110,7 @@ class RoleForm(forms.ModelForm):
             problem = access.definable(actor, value)
             if problem:
                 raise forms.ValidationError(problem)
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 def _refuse(formset: Any, form: forms.BaseForm, problem: str) -> None:
@@ -155,13 +155,13 @@ class RoleAssignmentInline(admin.TabularInline):
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
-        formset.actor = request.user
+        formset.actor = request.user  # type: ignore[attr-defined]
         return formset
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return Rights.of(request.user).anywhere("roles:read")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # type: ignore[override]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return Rights.of(request.user).anywhere("roles:assign")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -173,13 +173,12 @@ class RoleAssignmentInline(admin.TabularInline):
 
 class RoleRevisionInline(admin.TabularInline):
     model = RoleRevision
-    fields = ["version", "action", "changed_by_name", "changed_at", "snapshot"]
-    readonly_fields = fields
+    fields = readonly_fields = ("version", "action", "changed_by_name", "changed_at", "snapshot")
     extra = 0
     can_delete = False
     verbose_name_plural = "history"
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # type: ignore[override]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -207,7 +206,7 @@ class RoleAdmin(Governed, admin.ModelAdmin):
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
-        form.actor = request.user
+        form.actor = request.user  # type: ignore[attr-defined]
         return form
 
     def save_model(self, request: HttpRequest, obj: Role, form: Any, change: bool) -> None:
@@ -287,7 +286,7 @@ class TeamAdmin(Governed, admin.ModelAdmin):
     inlines = [MembershipInline]
 
     def team_of(self, obj: Any) -> int | None:
-        return obj.pk  # type: ignore[no-any-return]
+        return obj.pk
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
         teams = admin.ModelAdmin.get_queryset(self, request)
@@ -456,7 +455,7 @@ class ApiKeyAdmin(Governed, admin.ModelAdmin):
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
-        form.actor = request.user
+        form.actor = request.user  # type: ignore[attr-defined]
         return form
 
     @admin.display(description="state")
@@ -595,33 +594,6 @@ class UserRoleInline(RoleAssignmentInline):
     verbose_name_plural = "roles"
 
 
-class UserMembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ["team"]
-    verbose_name_plural = "teams"
-
-    def _may(self, request: HttpRequest) -> bool:
-        return Rights.of(request.user).anywhere("members:manage")
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return Rights.of(request.user).anywhere("members:read") or self._may(request)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # type: ignore[override]
-        return self._may(request)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._may(request)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._may(request)
-
-    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
-        formset = super().get_formset(request, obj, **kwargs)
-        formset.actor = request.user
-        return formset
-
-
 class MembershipFormSet(BaseInlineFormSet):
     """Adding someone to a team or removing them needs members:manage in that team."""
 
@@ -640,7 +612,32 @@ class MembershipFormSet(BaseInlineFormSet):
                     break
 
 
-UserMembershipInline.formset = MembershipFormSet
+class UserMembershipInline(admin.TabularInline):
+    model = Membership
+    formset = MembershipFormSet
+    extra = 0
+    autocomplete_fields = ["team"]
+    verbose_name_plural = "teams"
+
+    def _may(self, request: HttpRequest) -> bool:
+        return Rights.of(request.user).anywhere("members:manage")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return Rights.of(request.user).anywhere("members:read") or self._may(request)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may(request)
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.actor = request.user  # type: ignore[attr-defined]
+        return formset
 
 
 admin.site.unregister(User)
