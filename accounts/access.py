@@ -116,10 +116,6 @@ class Rights:
         return rights
 
 
-def rights_of(user: Any) -> Rights:
-    return Rights.of(user)
-
-
 # --- Deriving rights from roles -----------------------------------------------------------
 
 
@@ -299,3 +295,36 @@ def give_default_role(user: User) -> None:
     )
     if role is not None:
         RoleAssignment.objects.get_or_create(user=user, role=role, team=None)
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str  # "team" or "owner"
+    message: str
+    denied: bool  # a missing right (403) rather than an invalid choice (422)
+
+
+def key_placement_problems(
+    actor: Any, owner: Any, team: Team | None, *, placing: bool = True, assigning: bool = True
+) -> list[Problem]:
+    """Why `actor` may not issue a key (or move one: `placing`, or give it to someone else:
+    `assigning`) for `owner` in `team`. The rule the API and the console share:
+    api_keys:create where the key lives; users:read there for someone else's key; and only
+    who may make the owner a member (members:manage) puts an outsider's key, and its spend,
+    into a team — not any holder of a global api_keys:create, which every Developer has."""
+    rights = Rights.of(actor)
+    team_id = team.pk if team else None
+    where = f" in {team}" if team else ""
+    problems: list[Problem] = []
+    if placing and not rights.has("api_keys:create", team_id):
+        problems.append(Problem("team", f"You need the api_keys:create permission{where}.", True))
+    outsider = (
+        owner is not None and team is not None and not team.members.filter(pk=owner.pk).exists()
+    )
+    if outsider and not rights.has("members:manage", team_id):
+        problems.append(Problem("owner", f"{owner} is not a member of {team}.", False))
+    for_someone_else = owner is None or owner.pk != actor.pk
+    if assigning and for_someone_else and not rights.has("users:read", team_id):
+        message = f"You need the users:read permission{where} to issue keys for someone else."
+        problems.append(Problem("owner", message, True))
+    return problems

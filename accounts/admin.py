@@ -345,30 +345,22 @@ class ApiKeyForm(forms.ModelForm):
 
 
 def _check_issuer_rights(form: "ApiKeyForm", data: dict[str, Any]) -> None:
-    """The same rule as the API: api_keys:create where the key lives; a key for someone else
-    needs users:read there, and a team key goes to a member of the team."""
+    """The same rule as the API (access.key_placement_problems), for what the form changes."""
     actor = form.actor
     if actor is None:
         return
     team, owner = data.get("team"), data.get("owner")
-    team_id = team.pk if team else None
-    moving = form.instance.pk is None or form.instance.team_id != team_id
-    rights = Rights.of(actor)
-    if moving and not rights.has("api_keys:create", team_id):
-        form.add_error(
-            "team", "You need the api_keys:create permission" + (f" in {team}." if team else ".")
-        )
-    if (
-        (form.instance.pk is None or form.instance.owner_id != (owner.pk if owner else None))
-        and (owner is None or owner.pk != actor.pk)
-        and not rights.has("users:read", team_id)
-    ):
-        form.add_error("owner", "You can only issue keys for yourself.")
-    outsider = (
-        owner is not None and team is not None and not team.members.filter(pk=owner.pk).exists()
+    key = form.instance
+    new = key.pk is None
+    problems = access.key_placement_problems(
+        actor,
+        owner,
+        team,
+        placing=new or key.team_id != (team.pk if team else None),
+        assigning=new or key.owner_id != (owner.pk if owner else None),
     )
-    if outsider and not rights.has("members:manage", team_id):  # as the API: see _may_issue
-        form.add_error("owner", f"{owner} is not a member of {team}.")
+    for problem in problems:
+        form.add_error(problem.field, problem.message)
 
 
 class RevokeForm(forms.Form):

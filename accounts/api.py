@@ -10,7 +10,7 @@ from ninja.errors import HttpError
 from ninja.responses import Status
 
 from accounts import logic
-from accounts.access import Rights, team_filter
+from accounts.access import Denied, key_placement_problems, team_filter
 from accounts.models import ApiKey, KeyLifecycleError, Surface, Team
 from accounts.runtime import setting
 from thinkwatch.edits import apply_edits
@@ -114,24 +114,13 @@ def _key_for(request: HttpRequest, key_id: int, perm: str) -> ApiKey:
     return key
 
 
-def team_has_member(team: Team | None, user: User) -> bool:
-    return team is not None and team.members.filter(pk=user.pk).exists()
-
-
 def _may_issue(request: HttpRequest, owner: User | None, team: Team | None) -> None:
-    """Issuing a key needs api_keys:create where the key will live (its team, or globally);
-    a key in a team goes to one of its members, and a key for someone else needs the right
-    to see users."""
-    rights = Rights.of(request.user)
-    team_id = team.pk if team else None
-    require(request, "api_keys:create", team_id)
-    outsider = owner is not None and not team_has_member(team, owner)
-    # Only who may make them a member (not any holder of a global api_keys:create, which
-    # every Developer has) puts an outsider's key, and its spend, into a team.
-    if team is not None and outsider and not rights.has("members:manage", team_id):
-        raise HttpError(422, f"{owner} is not a member of team {team}.")
-    if owner is None or owner.pk != request.user.pk:
-        require(request, "users:read", team_id)
+    """Refuse unless the caller may place a key for `owner` in `team`
+    (access.key_placement_problems)."""
+    for problem in key_placement_problems(request.user, owner, team):
+        if problem.denied:
+            raise Denied(problem.message)
+        raise HttpError(422, problem.message)
 
 
 @router.get("", response=list[KeyOut])

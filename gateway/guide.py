@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.runtime import setting
-from providers.models import AIModel, Provider
+from providers.cache import RouteTable, load_route_table
 
 KEY_VARIABLE = "THINKWATCH_API_KEY"
 
@@ -39,22 +39,13 @@ class Section:
     steps: list[str] = field(default_factory=list)
 
 
-def served_models() -> list[str]:
-    """The models a client can call: enabled, with an enabled route to an enabled provider
-    (what the gateway's /v1/models lists)."""
-    return list(
-        AIModel.objects.filter(enabled=True, routes__enabled=True, routes__provider__enabled=True)
-        .order_by("model_id")
-        .values_list("model_id", flat=True)
-        .distinct()
-    )
-
-
-def passed_prefixes() -> list[str]:
-    """Model-name prefixes an enabled provider serves without registration (gpt-, claude-,
-    ...): the gateway sends such names on as they are, unpriced."""
-    providers = Provider.objects.filter(enabled=True)
-    return sorted({prefix for p in providers for prefix in p.spec.default_prefixes})
+def served(table: RouteTable) -> tuple[list[str], list[str]]:
+    """The models a client can call (what the gateway's /v1/models lists) and the model-name
+    prefixes enabled providers serve without registration (gpt-, claude-, ...), from the
+    gateway's own route table."""
+    models = sorted(plan.model_id for plan in table.listed_models())
+    prefixes = sorted({prefix for prefix, _ in table.prefixes})
+    return models, prefixes
 
 
 def _mcp_server_name() -> str:
@@ -282,14 +273,14 @@ def sections(gateway: str, models: list[str]) -> list[Section]:
 
 @require_GET
 def guide(request: HttpRequest) -> HttpResponse:
-    models = served_models()
+    models, prefixes = served(load_route_table())
     gateway = setting("gateway.public_url")
     context = {
         **admin.site.each_context(request),
         "title": "Connect your tools",
         "gateway": gateway.rstrip("/"),
         "models": models,
-        "prefixes": [] if models else passed_prefixes(),
+        "prefixes": [] if models else prefixes,
         "key_variable": KEY_VARIABLE,
         # Without a served model the snippets still show the shape, with a name to replace.
         "sections": sections(gateway, models or ["MODEL_ID"]),
