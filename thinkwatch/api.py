@@ -18,9 +18,6 @@ from ninja.security import HttpBearer, SessionAuth
 from accounts.access import Denied, Rights
 from accounts.models import ApiKey, KeyState, Surface, hash_key, looks_like_key
 
-# Routers import these from thinkwatch.guard (importing this module mounts every router).
-from thinkwatch.guard import needs, require  # noqa: F401
-
 _USABLE = (KeyState.ACTIVE, KeyState.ROTATING)
 
 

@@ -9,18 +9,17 @@ from django.http import HttpRequest
 
 
 def client_ip(peer: str | None, forwarded_for: str) -> str | None:
-    """A valid IP address or None (a proxy may forward "unknown" or garbage)."""
+    """The peer (the server gives an address), or the forwarded hop if it is a valid IP
+    address (a proxy may forward "unknown" or garbage): None then."""
     if peer in settings.TRUSTED_PROXIES:
         hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
         for hop in reversed(hops):
             if hop not in settings.TRUSTED_PROXIES:
                 return _valid(hop)
-    return _valid(peer)
+    return peer
 
 
-def _valid(address: str | None) -> str | None:
-    if not address:
-        return None
+def _valid(address: str) -> str | None:
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
