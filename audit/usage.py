@@ -233,8 +233,8 @@ class BudgetStatus:
 
 
 def _admits(condition: Q, row: dict[str, Any]) -> bool:
-    """Whether a log record with these values passes `condition`: the plain equality and
-    `in` lookups `log_filter` builds. Anything else is refused rather than guessed."""
+    """Whether a log record with these values passes `condition`: the plain equality, `in`
+    and `pk__isnull` lookups `log_filter` builds. Anything else is refused rather than guessed."""
     results = []
     for child in condition.children:
         if isinstance(child, Q):
@@ -246,6 +246,8 @@ def _admits(condition: Q, row: dict[str, Any]) -> bool:
             results.append(row.get(field) in value)
         elif operator in ("", "exact"):
             results.append(row.get(field) == value)
+        elif (field, operator) == ("pk", "isnull"):
+            results.append(not value)  # log_filter's "every record": each has a key
         else:
             raise ValueError(f"cannot evaluate the lookup {lookup!r}")
     passed = all(results) if condition.connector == Q.AND else any(results)
