@@ -2,6 +2,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -180,3 +181,12 @@ def logged() -> list[GatewayLog]:
     """Every gateway log record, oldest first, once the writer has written them."""
     assert logs.writer.flush(10)
     return list(GatewayLog.objects.order_by("id"))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django has ordered the tests
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the
+    main thread for the rest of the session, and pytest-asyncio cannot start its loops
+    after that."""
+    browser = Path(__file__).parent / "browser"
+    items.sort(key=lambda item: browser in item.path.parents)  # stable: order kept otherwise
