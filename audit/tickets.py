@@ -9,6 +9,7 @@ process's memory otherwise; only their hash is stored.
 
 import hashlib
 import secrets
+import time
 from typing import Any
 
 from django.core.cache import cache
@@ -23,7 +24,9 @@ def _key(ticket: str) -> str:
 
 def mint(user: Any) -> str:
     ticket = secrets.token_urlsafe(32)
-    cache.set(_key(ticket), user.pk, TTL_SECONDS)
+    # The expiry travels with the entry too: the cache's own TTL is the store's clock
+    # (Redis's), the check below is ours, and either one ends the ticket.
+    cache.set(_key(ticket), (user.pk, time.time() + TTL_SECONDS), TTL_SECONDS)
     return ticket
 
 
@@ -34,7 +37,8 @@ def redeem(ticket: str) -> int | None:
     if not ticket or len(ticket) > _MAX_LENGTH:
         return None
     key = _key(ticket)
-    user_id = cache.get(key)
-    if user_id is None or not cache.delete(key):
+    entry = cache.get(key)
+    if entry is None or not cache.delete(key):
         return None
-    return int(user_id)
+    user_id, expires_at = entry
+    return int(user_id) if time.time() < expires_at else None
