@@ -1,7 +1,6 @@
 """`/api/limits/...`: rate-limit rules, budgets, usage, resets."""
 
 import time
-from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -17,17 +16,14 @@ from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 
-from accounts.access import Rights
 from accounts.models import ApiKey, Role, Team
 from providers.models import Provider
-from quotas import logic
+from quotas import logic, scope
 from quotas.cache import load_quota_table
 from quotas.counters import MemoryCounters, RedisCounters
 from quotas.models import Budget, RateLimitRule, Window
 from thinkwatch.edits import apply_edits
 from thinkwatch.guard import require
-
-T = TypeVar("T")
 
 router = Router(tags=["limits"])
 
@@ -146,30 +142,8 @@ def _actor(request: HttpRequest) -> Any:
     return request.user if request.user.is_authenticated else None
 
 
-def _team_of(kind: str, subject_id: str) -> int | None:
-    """The team whose team-scoped `limits:*` rights cover this subject (None: global)."""
-    if kind == "team":
-        return int(subject_id) if subject_id.isdigit() else None
-    if kind == "api_key" and subject_id.isdigit():
-        return ApiKey.objects.filter(pk=subject_id).values_list("team_id", flat=True).first()
-    return None
-
-
 def _allow(request: HttpRequest, perm: str, kind: str, subject_id: str) -> None:
-    require(request, perm, _team_of(kind, subject_id))
-
-
-def _visible(request: HttpRequest, items: Iterable[T]) -> list[T]:
-    """The limits the caller may read: all with a global right, else their teams'."""
-    rights = Rights.of(request.user)
-    if rights.has("limits:read"):
-        return list(items)
-    return [
-        item
-        for item in items
-        if (team := _team_of(item.subject_kind, item.subject_id)) is not None  # type: ignore[attr-defined]
-        and rights.has("limits:read", team)
-    ]
+    require(request, perm, scope.subject_team(kind, subject_id))
 
 
 def _check_subject(subject: Subject) -> None:
@@ -232,7 +206,7 @@ def list_rules(
         rules = rules.filter(subject_kind=subject_kind)
     if subject_id:
         rules = rules.filter(subject_id=subject_id)
-    return _visible(request, rules)
+    return list(rules.filter(scope.visible(request.user)))
 
 
 @router.post("/rules", response={201: RuleOut})
@@ -286,7 +260,7 @@ def list_budgets(
         budgets = budgets.filter(subject_kind=subject_kind)
     if subject_id:
         budgets = budgets.filter(subject_id=subject_id)
-    return _visible(request, budgets)
+    return list(budgets.filter(scope.visible(request.user)))
 
 
 @router.post("/budgets", response={201: BudgetOut})
