@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1s
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench bench-converted lock clean chromium screenshots
+.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench bench-converted lock clean chromium screenshots clickhouse
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,12 +37,16 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM) ## install Debian's Chromium for the browser tests (if missing)
 
+clickhouse: ## install (if missing) and start the tests' ClickHouse on 127.0.0.1:19000
+	bash deploy/clickhouse.sh
+
 run: $(STAMP) ## gateway :3000 + console :3001 + worker, embedded mode (SQLite under var/)
 	exec $(PY) -m thinkwatch.run
 
 test: test-embedded test-production ## the whole suite: embedded mode, then PostgreSQL + Redis
 
 test-embedded: $(STAMP) $(NPM_STAMP) $(CHROMIUM) ## the suite on SQLite with in-process state
+	bash deploy/clickhouse.sh
 	rm -rf var/test-embedded
 	THINKWATCH_DATA_DIR=var/test-embedded DATABASE_URL= REDIS_URL= $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -307,6 +307,29 @@ class ApiKey(models.Model):
         return successor, plaintext
 
 
+class KeyExpiryWarning(models.Model):
+    """A warning that a key expires soon (accounts/lifecycle.py): one per key, expiry
+    instant and threshold, so each is sent once however often the job runs. A key given a
+    new expiry is warned again about that one. `emailed_at` stays empty until the mail went
+    out (the next run retries)."""
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="expiry_warnings")
+    expires_at = models.DateTimeField()
+    days = models.PositiveSmallIntegerField()  # the threshold: 7, 3 or 1 days before
+    created_at = models.DateTimeField(auto_now_add=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "expires_at", "days"], name="key_expiry_warning_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} expires in {self.days} day(s)"
+
+
 def no_permissions() -> list[str]:
     return []
 

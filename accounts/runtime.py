@@ -122,6 +122,20 @@ def _role(value: str) -> None:
         raise ValidationError(f"accounts.default_role: there is no role {value!r}.")
 
 
+def _retention(family: str, log: str, days: int) -> Spec:
+    return Spec(
+        f"audit.retention_days.{family}",
+        "Audit",
+        f"Keep the {log} for (days)",
+        f"Records of the {log} older than this are deleted by the nightly retention job; the "
+        "chain stays verifiable from the oldest record kept. 0: keep them forever.",
+        int,
+        lambda: days,
+        minimum=0,
+        maximum=36500,
+    )
+
+
 SPECS: tuple[Spec, ...] = (
     Spec(
         "gateway.public_url",
@@ -202,6 +216,32 @@ SPECS: tuple[Spec, ...] = (
         maximum=3650,
     ),
     Spec(
+        "keys.inactivity_disable_days",
+        "Keys",
+        "Revoke unused keys after (days)",
+        "Keys without an inactivity timeout of their own are revoked after this many days "
+        "without use (by the hourly job; never used: counted from creation). 0: never.",
+        int,
+        lambda: 0,
+        minimum=0,
+        maximum=3650,
+    ),
+    Spec(
+        "providers.deleted_purge_days",
+        "Providers",
+        "Remove deleted providers after (days)",
+        "A deleted provider leaves routing, the console and the API at once; its row is "
+        "removed for good this many days later (by the daily purge).",
+        int,
+        lambda: 30,
+        minimum=1,
+        maximum=3650,
+    ),
+    _retention("gateway", "gateway log", 90),
+    _retention("mcp", "MCP log", 90),
+    _retention("admin", "admin audit log", 365),
+    _retention("access", "access log", 30),
+    Spec(
         "console.public_url",
         "Console",
         "Public console URL",
@@ -243,6 +283,42 @@ SPECS: tuple[Spec, ...] = (
         lambda: settings.BUDGET_ALERT_WEBHOOK_URL,
         check=_http_url("quotas.budget_alert_webhook_url", optional=True),
         secret=True,
+    ),
+)
+
+# Body capture (audit/bodies.py, docs/bodies.md).
+SPECS += (
+    Spec(
+        "audit.capture_bodies",
+        "Audit",
+        "Capture request and response bodies",
+        "Gateway records keep the request and response bodies, MCP records the arguments and "
+        "results, with e-mail addresses, phone numbers, card numbers, IP addresses and secrets "
+        "redacted. Reading them needs audit:read_bodies.",
+        bool,
+        lambda: False,
+    ),
+    Spec(
+        "audit.body_max_bytes",
+        "Audit",
+        "Bodies kept in the record (bytes)",
+        "Larger bodies go to S3-compatible storage when THINKWATCH_BODY_S3_BUCKET is set, and "
+        "are truncated to this size otherwise.",
+        int,
+        lambda: 32 * 1024,
+        minimum=1024,
+        maximum=1024 * 1024,
+    ),
+    Spec(
+        "audit.body_hard_cap_bytes",
+        "Audit",
+        "Largest body kept (bytes)",
+        "With S3-compatible storage, bodies are truncated to this size before they are stored "
+        "there (never below the size kept in the record).",
+        int,
+        lambda: 4 * 1024 * 1024,
+        minimum=1024,
+        maximum=64 * 1024 * 1024,
     ),
 )
 

@@ -15,6 +15,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from accounts.access import Rights, log_filter
+from audit.bodies import PRIVATE_COLUMNS
 from audit.explorer import LOG_RIGHTS
 from audit.models import AuditEvent, GatewayLog, McpLog
 from thinkwatch.lib.admin import ReadOnlyAdmin
@@ -186,6 +187,9 @@ class GatewayLogAdmin(LogAdmin):
     search_help_text = "An exact request id, key prefix or model id."
     exact_search = ("request_id", "api_key_prefix", "model")
 
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return _without_bodies(request, super().get_fields(request, obj))
+
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(LogAdmin):
@@ -221,7 +225,14 @@ class McpLogAdmin(LogAdmin):
     exact_search = ("request_id", "name", "api_key_prefix")
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        fields = list(super().get_fields(request, obj))
-        if Rights.of(request.user).has("audit:read_bodies"):
-            return fields
-        return [f for f in fields if f != "arguments"]
+        return _without_bodies(request, super().get_fields(request, obj))
+
+
+def _without_bodies(request: HttpRequest, fields: Any) -> list[str]:
+    """Captured bodies (and MCP arguments) only for holders of audit:read_bodies."""
+    if Rights.of(request.user).has("audit:read_bodies"):
+        return list(fields)
+    return [f for f in fields if f not in PRIVATE_COLUMNS]
+
+
+from audit import admin_forwarders  # noqa: E402, F401  (registers the forwarding pages)

@@ -1,10 +1,12 @@
-"""Gateway, MCP and admin audit records through the management API, as the console's log
-explorer shows them (audit/explorer.py): the same filters, the same scoping, newest first.
+"""Gateway, MCP, admin audit and access records through the management API, as the
+console's log explorer shows them (audit/explorer.py): the same filters, the same scoping,
+newest first.
 
 Pages are keyset-based: pass a response's `next_cursor` as `cursor` for the next (older)
 page; it is null on the last one. Gateway and MCP records need logs:read_own,
 logs:read_team or logs:read_all (and show what that right covers); the admin audit log
-needs audit:read; captured MCP arguments need audit:read_bodies.
+and the access log need audit:read; captured MCP arguments need audit:read_bodies. With
+ClickHouse as the store, a record's `id` is its sequence number in its family's chain.
 """
 
 from datetime import datetime
@@ -56,6 +58,11 @@ class AuditQuery(PageQuery):
     )
     object_type: str = Field("", description="app_label.model, e.g. providers.provider.")
     object: str = Field("", description="An object's id, or part of its name.")
+
+
+class AccessQuery(PageQuery):
+    status: str = Field("", description="ok, error or an HTTP status.")
+    request: str = Field("", description="A request id, or the start of a path.")
 
 
 class GatewayRecord(Schema):
@@ -132,6 +139,20 @@ class AuditRecord(Schema):
     user_agent: str
 
 
+class AccessRecord(Schema):
+    id: int
+    created_at: datetime
+    port: str = Field(description="gateway or console")
+    method: str
+    path: str
+    status_code: int
+    latency_ms: float
+    client_ip: str | None
+    user_agent: str
+    user_id: int | None
+    request_id: str
+
+
 class GatewayPage(Schema):
     items: list[GatewayRecord]
     next_cursor: str | None
@@ -144,6 +165,11 @@ class McpPage(Schema):
 
 class AuditPage(Schema):
     items: list[AuditRecord]
+    next_cursor: str | None
+
+
+class AccessPage(Schema):
+    items: list[AccessRecord]
     next_cursor: str | None
 
 
@@ -202,3 +228,10 @@ def audit_events(request: HttpRequest, query: Query[AuditQuery]) -> dict[str, An
         object_type=query.object_type,
         q=query.object,
     )
+
+
+@logs_router.get("/access", response=AccessPage)
+def access_logs(request: HttpRequest, query: Query[AccessQuery]) -> dict[str, Any]:
+    """HTTP requests on both ports (method, path, status, latency, address), newest first.
+    Needs `audit:read`."""
+    return _page(request, "access", query, status=query.status, q=query.request)

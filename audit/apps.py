@@ -6,6 +6,8 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit logs"
 
     def ready(self) -> None:
-        from audit import changes
+        # Importing `bodies` registers the pipeline hook that offloads large bodies,
+        # wherever records are stored: the gateway, or Celery draining the Redis streams.
+        from audit import bodies, changes  # noqa: F401
 
         changes.connect()

@@ -7,10 +7,11 @@ while audit.context holds an origin: a console or API request, or a command that
 The event is written in the same transaction as the change, so a change that is rolled
 back leaves no event, and one that is committed always has one.
 
-Audited: Django's User and every model of AUDITED_APPS but the records and derived state
-in NOT_AUDITED, so a model added to those apps is covered without further work. Bulk
-queryset operations (update(), bulk_create()) send no model signals and are not recorded;
-the console and the API change objects one at a time.
+Audited: Django's User, the models named in AUDITED_MODELS, and every model of
+AUDITED_APPS but the records and derived state in NOT_AUDITED, so a model added to those
+apps is covered without further work. Bulk queryset operations (update(), bulk_create())
+send no model signals and are not recorded; the console and the API change objects one at
+a time.
 """
 
 import datetime
@@ -36,11 +37,14 @@ NOT_AUDITED = frozenset(
     {
         "accounts.rolerevision",  # the role history itself, written with each role change
         "accounts.teamuserobjectpermission",  # derived from role assignments (access.sync)
+        "accounts.keyexpirywarning",  # bookkeeping of the expiry job (key.expiry_warning)
         "quotas.budgetalert",  # evidence, written by the gateway
         "quotas.quotareset",  # recorded by quotas.logic as its own quota.reset event
         "mcpgw.mcpoauthstate",  # an authorization flow in progress, gone at its callback
     }
 )
+# Configuration kept in an app of records (audit): named one by one.
+AUDITED_MODELS = ("audit.forwarder",)
 # Derived from role assignments by accounts.access.sync; the assignments are recorded.
 NOT_AUDITED_RELATIONS = frozenset({"auth.user.user_permissions"})
 # Bookkeeping that changes without anyone changing configuration.
@@ -55,6 +59,7 @@ def audited_models() -> list[type[models.Model]]:
             for model in apps.get_app_config(label).get_models()
             if model._meta.label_lower not in NOT_AUDITED
         ]
+    found += [apps.get_model(label) for label in AUDITED_MODELS]
     return found
 
 

@@ -98,6 +98,7 @@ class AuditContextMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
+        _note_user(request)
         if self.is_async:
             return self._acall(request)
         with acting(via=via_of(request), request=request):
@@ -107,3 +108,11 @@ class AuditContextMiddleware:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
         with acting(via=via_of(request), request=request):
             return await get_response(request)
+
+
+def _note_user(request: HttpRequest) -> None:
+    """Tell the access log (audit/access.py) who made the request, once it is known."""
+    scope = getattr(request, "scope", None)
+    user = getattr(request, "user", None)
+    if scope is not None and user is not None and user.is_authenticated:
+        scope["tw.user_id"] = user.pk

@@ -1,11 +1,15 @@
-"""The log explorer's queries: gateway, MCP and admin audit records, filtered, limited to
-what the viewer may see, and paged by keyset on (created_at, id), newest first.
+"""The log explorer's queries: gateway, MCP, admin audit and access records, filtered,
+limited to what the viewer may see, and paged by keyset on (created_at, id), newest first.
 
 A page is `created_at <= t AND (created_at < t OR id < i) ORDER BY created_at DESC, id
 DESC LIMIT n+1`: no COUNT(*) and no OFFSET, so the thousandth page costs what the first
 does. The range condition comes first so that the database walks one of the
 (..., created_at, id) indexes (audit/models.py) backwards instead of sorting. The console
-page (audit/console_views.py) and the API (audit/api_logs.py) share these functions.
+page (audit/log_views.py) and the API (audit/api_logs.py) share these functions.
+
+Filters, scope and cursor are built once, as one Q over the log model. With CLICKHOUSE_URL
+the same Q is translated for ClickHouse (audit/clickhouse/query.py), where a record's id is
+its seq; without, the ORM runs it.
 """
 
 import base64
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
@@ -23,11 +28,11 @@ from django.utils.dateparse import parse_datetime
 from accounts import access
 from accounts.access import Denied, Rights
 from accounts.models import ApiKey, Team
-from audit.models import AuditEvent, GatewayLog, McpLog
+from audit.models import AccessLog, AuditEvent, GatewayLog, McpLog
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-KINDS = ("gateway", "mcp", "audit")
+KINDS = ("gateway", "mcp", "audit", "access")
 LOG_RIGHTS = ("logs:read_all", "logs:read_team", "logs:read_own")
 RANGES = {
     "1h": timedelta(hours=1),
@@ -35,7 +40,16 @@ RANGES = {
     "7d": timedelta(days=7),
     "30d": timedelta(days=30),
 }
-_MODELS: dict[str, type[Model]] = {"gateway": GatewayLog, "mcp": McpLog, "audit": AuditEvent}
+_MODELS: dict[str, type[Model]] = {
+    "gateway": GatewayLog,
+    "mcp": McpLog,
+    "audit": AuditEvent,
+    "access": AccessLog,
+}
+# The log family (audit/chain.py) each tab shows.
+FAMILIES = {"gateway": "gateway", "mcp": "mcp", "audit": "admin", "access": "access"}
+# Rights the tabs other than gateway and MCP need.
+_RIGHT = {"audit": "audit:read", "access": "audit:read"}
 
 
 class FilterError(ValueError):
@@ -53,7 +67,8 @@ class Filters:
     status: str = ""  # gateway: ok, error or a status code; MCP: ok, denied, timeout, ...
     action: str = ""  # audit: create, update, key.revoke, or a family such as "key.*"
     object_type: str = ""  # audit: app_label.model, e.g. providers.provider
-    q: str = ""  # gateway and MCP: a request id; audit: an object's id or part of its name
+    q: str = ""  # gateway, MCP: a request id; audit: an object's id or part of its name;
+    # access: a request id or the start of a path
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> "Filters":
@@ -81,23 +96,31 @@ def kinds_for(user: Any) -> list[str]:
     """The tabs `user` may open."""
     rights = Rights.of(user)
     kinds = ["gateway", "mcp"] if any(rights.anywhere(p) for p in LOG_RIGHTS) else []
-    return [*kinds, "audit"] if rights.has("audit:read") else kinds
+    return kinds + [kind for kind, right in _RIGHT.items() if rights.has(right)]
+
+
+def scope(kind: str, user: Any) -> Q:
+    """Which records of `kind` `user` may see; Denied when none at all."""
+    if kind not in _MODELS:
+        raise FilterError(f"Unknown log {kind!r}: use one of {', '.join(KINDS)}.")
+    if kind in _RIGHT:
+        access.require(user, _RIGHT[kind])
+        return Q()
+    if kind not in kinds_for(user):
+        raise Denied("You need logs:read_own, logs:read_team or logs:read_all.")
+    return access.log_filter(user)
 
 
 def visible(kind: str, user: Any) -> QuerySet[Any]:
-    """The records of `kind` that `user` may see; Denied when none at all."""
-    if kind == "audit":
-        access.require(user, "audit:read")
-        return AuditEvent.objects.all()
-    if kind not in _MODELS:
-        raise FilterError(f"Unknown log {kind!r}: use one of {', '.join(KINDS)}.")
-    if kind not in kinds_for(user):
-        raise Denied("You need logs:read_own, logs:read_team or logs:read_all.")
-    return _MODELS[kind]._default_manager.filter(access.log_filter(user))
+    """The records of `kind` that `user` may see in the SQL database."""
+    return _MODELS[kind]._default_manager.filter(scope(kind, user))
 
 
 def page(kind: str, user: Any, filters: Filters, cursor: str = "", limit: int = PAGE_SIZE) -> Page:
-    rows = list(page_query(kind, user, filters, cursor, limit))
+    if settings.CLICKHOUSE_URL:
+        rows = _from_clickhouse(kind, user, filters, cursor, limit)
+    else:
+        rows = list(page_query(kind, user, filters, cursor, limit))
     if len(rows) <= limit:
         return Page(rows)
     rows = rows[:limit]
@@ -108,18 +131,42 @@ def page_query(
     kind: str, user: Any, filters: Filters, cursor: str = "", limit: int = PAGE_SIZE
 ) -> QuerySet[Any]:
     """The rows of one page and the first of the next (which says whether there is one)."""
-    queryset = visible(kind, user).filter(_conditions(kind, filters))
-    if cursor:
-        created_at, pk = decode_cursor(cursor)
-        queryset = queryset.filter(
-            Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(pk__lt=pk))
-        )
+    queryset = visible(kind, user).filter(_conditions(kind, filters) & _after(cursor))
     return queryset.order_by("-created_at", "-id")[: limit + 1]
 
 
 def record(kind: str, user: Any, pk: int) -> Any:
     """One record `user` may see, or None."""
+    if settings.CLICKHOUSE_URL:
+        from audit.clickhouse import explorer
+
+        condition = scope(kind, user) & Q(pk=pk)
+        return explorer.one(_family(kind), condition)
     return visible(kind, user).filter(pk=pk).first()
+
+
+def _from_clickhouse(kind: str, user: Any, filters: Filters, cursor: str, limit: int) -> list[Any]:
+    from audit.clickhouse import explorer
+
+    condition = scope(kind, user) & _conditions(kind, filters) & _after(cursor)
+    return explorer.newest(_family(kind), condition, limit + 1)
+
+
+def _family(kind: str) -> str:
+    family = FAMILIES[kind]
+    if family == "admin":
+        from audit.clickhouse.mirror import mirror_admin
+
+        mirror_admin()  # admin events reach ClickHouse after SQL: show the latest
+    return family
+
+
+def _after(cursor: str) -> Q:
+    """The records after the cursor's, in the explorer's order (newest first)."""
+    if not cursor:
+        return Q()
+    created_at, pk = decode_cursor(cursor)
+    return Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(pk__lt=pk))
 
 
 # --- filters ------------------------------------------------------------------------------
@@ -133,6 +180,8 @@ def _conditions(kind: str, f: Filters) -> Q:
         q &= Q(created_at__lt=f.until)
     if kind == "audit":
         return q & _audit_conditions(f)
+    if kind == "access":
+        return q & _access_conditions(f)
     if f.key:
         q &= _key_condition(f.key)
     if f.user:
@@ -163,6 +212,17 @@ def _audit_conditions(f: Filters) -> Q:
         q &= Q(object_type=f.object_type)
     if f.q:
         q &= Q(object_id=f.q) | Q(object_repr__icontains=f.q)
+    return q
+
+
+def _access_conditions(f: Filters) -> Q:
+    q = Q()
+    if f.user:
+        q &= Q(user_id__in=_user_ids(f.user))
+    if f.status:
+        q &= _gateway_status(f.status)
+    if f.q:
+        q &= Q(request_id=f.q) | Q(path__startswith=f.q)
     return q
 
 

@@ -1,8 +1,8 @@
-"""The log explorer: gateway, MCP and admin audit records, with filters, pages of newer
-to older records (audit/explorer.py), and one record's detail.
+"""The log explorer: gateway, MCP, admin audit and access records, with filters, pages of
+newer to older records (audit/explorer.py), and one record's detail.
 
 Gateway and MCP records are those `accounts.access.log_filter` lets the viewer see; the
-admin audit tab needs audit:read; captured MCP arguments need audit:read_bodies. The URLs
+admin audit and access tabs need audit:read; captured MCP arguments need audit:read_bodies. The URLs
 wrap these views in the console site's `admin_view` (sign-in, console rights, no cache).
 """
 
@@ -21,9 +21,10 @@ from django.views.decorators.http import require_GET
 from accounts.access import Denied, Rights
 from accounts.models import Team
 from audit import explorer
+from audit.bodies import PRIVATE_COLUMNS
 from audit.explorer import FilterError, Filters
 
-TITLES = {"gateway": "Gateway", "mcp": "MCP", "audit": "Admin audit"}
+TITLES = {"gateway": "Gateway", "mcp": "MCP", "audit": "Admin audit", "access": "Access"}
 # Which filters each tab offers: (parameter, label, placeholder).
 FILTER_FIELDS = {
     "gateway": [
@@ -48,6 +49,11 @@ FILTER_FIELDS = {
         ("action", "Action", "update, key.*"),
         ("object_type", "Object type", "providers.provider"),
         ("q", "Object", "id or part of its name"),
+    ],
+    "access": [
+        ("user", "User", "id or email"),
+        ("status", "Status", "ok, error, 404"),
+        ("q", "Request", "request id or /path prefix"),
     ],
 }
 COLUMNS = {
@@ -75,6 +81,16 @@ COLUMNS = {
         "Latency (ms)",
     ],
     "audit": ["Time", "Action", "Actor", "Key", "Object type", "Object", "Via", "IP address"],
+    "access": [
+        "Time",
+        "Port",
+        "Method",
+        "Path",
+        "Status",
+        "Latency (ms)",
+        "User",
+        "IP address",
+    ],
 }
 
 
@@ -141,7 +157,7 @@ def log_record(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
         title=f"{TITLES[kind]} record {pk}",
         kind=kind,
         back_url=_tab_url(kind),
-        fields=_fields(found, hidden=set() if bodies else {"arguments"}),
+        fields=_fields(found, hidden=set() if bodies else set(PRIVATE_COLUMNS)),
         changes=_changes(found) if kind == "audit" else [],
     )
 
@@ -174,6 +190,19 @@ def _cells(kind: str, rows: list[Any]) -> Iterable[list[Any]]:
             ]
         return
     users = _names(get_user_model(), {r.user_id for r in rows}, "username")
+    if kind == "access":
+        for r in rows:
+            yield [
+                _when(r.created_at),
+                r.port,
+                r.method,
+                r.path,
+                r.status_code,
+                f"{r.latency_ms:.0f}",
+                users.get(r.user_id, r.user_id or ""),
+                r.client_ip or "",
+            ]
+        return
     if kind == "gateway":
         for r in rows:
             yield [

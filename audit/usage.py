@@ -4,7 +4,8 @@ day over a period, and the spend of each budget in its current period.
 Everything is aggregated by the database (GROUP BY over the indexed `created_at` range);
 no record is loaded into Python. The caller passes the scope a user may see
 (`accounts.access.log_filter`); the page, its CSV and `GET /api/usage` share these
-functions, so they always agree.
+functions, so they always agree. With CLICKHOUSE_URL the sums come from ClickHouse
+(audit/clickhouse/usage.py), under the same scope.
 """
 
 import csv
@@ -15,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, cast
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -153,15 +155,30 @@ def _labels(group_by: str, groups: list[Mapping[str, Any]]) -> dict[Any, str]:
     return {i: i for i in ids if i}
 
 
-def report(scope: Q, group_by: str, period: Period) -> Report:
-    if group_by not in GROUPS:
-        raise ValueError(f"Group by one of {', '.join(GROUPS)}.")
+def _grouped(
+    scope: Q, group_by: str, period: Period
+) -> tuple[list[Mapping[str, Any]], Mapping[str, Any]]:
+    """The sums per group, and over all of them."""
+    if settings.CLICKHOUSE_URL:
+        from audit.clickhouse import usage
+
+        groups: list[Mapping[str, Any]] = list(
+            usage.grouped(scope, group_by, period.since, period.until)
+        )
+        names = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+        return groups, {name: sum(g[name] for g in groups) for name in names}
     records: QuerySet[GatewayLog] = GatewayLog.objects.filter(
         scope, created_at__gte=period.since, created_at__lt=period.until
     )
     extra = {"prefix": Max("api_key_prefix")} if group_by == "key" else {}
     grouped = records.values(group=_COLUMNS[group_by]).annotate(**_sums(), **extra)
-    groups: list[Mapping[str, Any]] = list(grouped.order_by())
+    return list(grouped.order_by()), records.aggregate(**_sums())
+
+
+def report(scope: Q, group_by: str, period: Period) -> Report:
+    if group_by not in GROUPS:
+        raise ValueError(f"Group by one of {', '.join(GROUPS)}.")
+    groups, totals = _grouped(scope, group_by, period)
     labels = _labels(group_by, groups)
     rows = [
         _row(
@@ -175,7 +192,7 @@ def report(scope: Q, group_by: str, period: Period) -> Report:
         rows.sort(key=lambda r: r.key or "")
     else:
         rows.sort(key=lambda r: (-r.cost_usd, -r.requests, r.label))
-    return Report(group_by, period, rows, _row(None, "Total", records.aggregate(**_sums())))
+    return Report(group_by, period, rows, _row(None, "Total", totals))
 
 
 # --- CSV ------------------------------------------------------------------------------------
@@ -292,14 +309,22 @@ def _spend(kind: str, period: str, unit: str, idents: set[str], now: datetime) -
     """Each subject's spend this period, since its last reset (QuotaReset), in one GROUP BY
     for all subjects plus one query per subject reset during the period."""
     column = _BUDGET_COLUMNS[kind]
-    measure = Sum("cost_usd" if unit == "usd" else "weighted_tokens")
-    start = periods.start_of(period, now)
-    period_records = GatewayLog.objects.filter(created_at__lt=periods.end_of(period, now))
+    start, end = periods.start_of(period, now), periods.end_of(period, now)
     resets = dict(
         QuotaReset.objects.filter(subject_kind=kind, subject_id__in=idents, at__gte=start)
         .values_list("subject_id")
         .annotate(last=Max("at"))
     )
+    if settings.CLICKHOUSE_URL:
+        from audit.clickhouse.usage import spent
+
+        name = "cost_usd" if unit == "usd" else "weighted_tokens"
+        spend: dict[str, Any] = spent(column, name, start, end, idents - set(resets))
+        for ident, since in resets.items():
+            spend |= spent(column, name, since, end, {ident})
+        return spend
+    measure = Sum("cost_usd" if unit == "usd" else "weighted_tokens")
+    period_records = GatewayLog.objects.filter(created_at__lt=end)
     rows = (
         period_records.filter(created_at__gte=start, **{f"{column}__in": idents - set(resets)})
         .values(column)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the local PostgreSQL and Redis the production-mode tests use, if they are down.
+# Start the local PostgreSQL, Redis and ClickHouse the production-mode tests use, if they
+# are down.
 set -euo pipefail
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
@@ -18,3 +19,5 @@ if ! redis_up; then
   for _ in $(seq 30); do redis_up && break; sleep 0.5; done
 fi
 redis_up || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
+
+bash "$(dirname "$0")/clickhouse.sh"

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from audit import bodies
 from gateway import logs
 from providers.pricing import FREE, Usage
 from quotas import admission
@@ -20,6 +21,7 @@ class Call:
 
     __slots__ = (
         "_done",
+        "capture",
         "disconnected",
         "error_code",
         "error_message",
@@ -59,6 +61,8 @@ class Call:
         self.disconnected = False
         self.estimated = False
         self.quota: Verdict | None = None  # the request's admission, settled at the end
+        # The request's bodies when audit.capture_bodies is on (audit/bodies.py).
+        self.capture = bodies.gateway_capture(request.body)
         self._done = False
 
     def first_byte(self) -> None:
@@ -81,7 +85,10 @@ class Call:
         if getattr(self.request, "client_disconnected", False):
             self.disconnected = True
         admission.settle(self)
-        logs.submit(self._record())
+        if self.capture is None:
+            logs.submit(self._record())
+        else:
+            bodies.submit(logs.submit, self._record(), self.capture)
 
     def _record(self) -> dict[str, Any]:
         grant, upstream, usage = self.grant, self.upstream, self.usage

@@ -29,6 +29,13 @@ class GatewayConfig(AppConfig):
             )
         m2m_changed.connect(_changed, sender=Team.members.through, dispatch_uid="revision-m2m")
 
+        # Wherever gateway records are stored (the gateway itself, or Celery draining the
+        # Redis streams), the keys they name get their last use.
+        from accounts.logic import persist_key_use
+        from audit import pipeline
+
+        pipeline.after_store("gateway", persist_key_use)
+
 
 def _changed(sender: type, update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
     from gateway import revision

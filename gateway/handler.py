@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import re
+import time
 from contextlib import aclosing
 from typing import Any
 
@@ -25,6 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import ResolverMatch, URLPattern, get_resolver
 from django.urls.resolvers import RoutePattern
 
+from audit import access
 from gateway import errors, formats
 from gateway.accounting import Call
 from thinkwatch import proxies
@@ -97,15 +99,19 @@ class GatewayHandler(ASGIHandler):
         self._middleware_chain = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.perf_counter()
         request_id = request_id_of(scope)
         try:
             body = await self._read(scope, receive)
         except _TooLarge:
             await self._send(self._too_large(scope, request_id), send, request_id)
+            access.record("gateway", scope, 413, started, request_id=request_id)
             return
         if body is None:
+            access.record("gateway", scope, access.CLIENT_CLOSED, started, request_id=request_id)
             return  # the client left before sending its whole request
         request = GatewayRequest(scope, body, request_id)
+        status = 500
         task = asyncio.current_task()
         assert task is not None
         streaming = False
@@ -122,6 +128,7 @@ class GatewayHandler(ASGIHandler):
         try:
             response = await self._middleware_chain(request)  # type: ignore[misc]
             streaming = response.streaming
+            status = response.status_code
             await self._send(response, send, request_id)
             responded = True
         except asyncio.CancelledError:
@@ -130,6 +137,16 @@ class GatewayHandler(ASGIHandler):
             task.uncancel()  # we cancelled the stream because its client is gone
         finally:
             watcher.cancel()
+            if request.client_disconnected and not responded:
+                status = access.CLIENT_CLOSED
+            access.record(
+                "gateway",
+                scope,
+                status,
+                started,
+                client_ip=request.client_ip,
+                request_id=request_id,
+            )
         # No response.close(): its request_finished signal would run the database
         # receivers, and nothing the gateway holds needs closing there.
 

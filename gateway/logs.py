@@ -1,12 +1,14 @@
-"""The gateway's log writer: one record per request, written in batches off the loop."""
+"""The gateway's log writer: one record per request, through the lossless audit pipeline
+(audit/pipeline.py)."""
 
 from typing import Any
 
-from accounts.logic import persist_key_use
-from audit.writer import LogWriter, write_gateway_logs
+from audit import pipeline
+from thinkwatch import metrics
 
-writer = LogWriter("gateway", write_gateway_logs, after_write=persist_key_use)
+writer = pipeline.FamilyWriter("gateway")
 
 
 def submit(record: dict[str, Any]) -> None:
+    metrics.observe_gateway(record)
     writer.submit(record)

@@ -166,6 +166,8 @@ def reply(call: Call, upstream: Upstream, out: bytes, usage: Usage | None) -> Ht
     if usage is not None:
         call.usage = usage
     call.status = 200
+    if call.capture is not None:
+        call.capture.respond(out)
     response = HttpResponse(out, content_type="application/json")
     response["x-thinkwatch-provider"] = upstream.provider_name
     response["x-thinkwatch-cost-usd"] = cost_header(call.cost())
@@ -329,16 +331,22 @@ class Relay:
 
     async def _events(self) -> AsyncIterator[bytes]:
         call, translator = self.call, self.translator
+        # Body capture (audit/bodies.py) keeps what the client is sent, up to its cap.
+        keep = call.capture.stream if call.capture is not None else None
         try:
             try:
                 async for chunk in self.response.content.iter_any():
                     out = translator.forward(chunk)
                     if out:
                         call.first_byte()
+                        if keep is not None:
+                            keep(out)
                         yield out
                 rest = translator.finish()
                 self.complete = True
                 if rest:
+                    if keep is not None:
+                        keep(rest)
                     yield rest
             except (TimeoutError, aiohttp.ClientError) as exc:
                 error = (
@@ -347,7 +355,7 @@ class Relay:
                     else _broken(self.upstream, exc)
                 )
                 call.fail(error.status, error.code, error.message)
-                yield self.error_event(error)
+                yield self._sent(self.error_event(error))
             except (UpstreamStreamError, ValueError, KeyError, TypeError) as exc:
                 # The provider reported an error mid-stream, or sent what cannot be read.
                 detail = str(exc) if isinstance(exc, UpstreamStreamError) else "an unreadable event"
@@ -356,7 +364,7 @@ class Relay:
                     "upstream_stream_error",
                 )
                 call.fail(error.status, error.code, str(exc)[:500])
-                yield self.error_event(error)
+                yield self._sent(self.error_event(error))
             if translator.error and self.complete:
                 call.error_code, call.error_message = "upstream_stream_error", translator.error
         except (asyncio.CancelledError, GeneratorExit):
@@ -364,6 +372,11 @@ class Relay:
             raise
         finally:
             self.close()
+
+    def _sent(self, event: bytes) -> bytes:
+        if self.call.capture is not None:
+            self.call.capture.stream(event)
+        return event
 
     def close(self) -> None:
         if self.closed:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from audit import bodies
 from gateway import logs, revision
 from mcpgw import records as mcp_records
 from mcpgw import upstream as mcp_upstream
@@ -116,7 +117,9 @@ async def stop() -> None:
     await http.close()
     for pool in mcp_upstream.pools():
         await pool.close()
-    # Blocking: writes what is still queued (or spools it) before the process exits.
+    # Records whose bodies are still being redacted are submitted first; then what is
+    # queued is delivered (the segment keeps what cannot be) before the process exits.
+    await asyncio.to_thread(bodies.settle)
     await asyncio.to_thread(logs.writer.stop)
     await asyncio.to_thread(mcp_records.writer.stop)
     logger.info("gateway.stopped")

@@ -40,7 +40,14 @@ def error_response(ingress: Ingress, error: GatewayError) -> HttpResponse:
 def _refused(call: Call, ingress: Ingress, error: GatewayError) -> HttpResponse:
     """The request's answer, and its log record's outcome, when the gateway says no."""
     call.fail(error.status, error.code, error.message)
-    return error_response(ingress, error)
+    return _answer(call, error_response(ingress, error))
+
+
+def _answer(call: Call, response: HttpResponse) -> HttpResponse:
+    """`response`, its body kept for the log record when bodies are captured."""
+    if call.capture is not None:
+        call.capture.respond(response.content)
+    return response
 
 
 def _method_not_allowed(ingress: Ingress, allowed: str) -> HttpResponse:
@@ -442,7 +449,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponseBase:
         else:
             count, estimated = estimate_input_tokens(request.body), True
         call.status = 200
-        response = _json({"input_tokens": count})
+        response = _answer(call, _json({"input_tokens": count}))
         if estimated:
             response["x-thinkwatch-estimated"] = "true"
         return response
@@ -453,6 +460,6 @@ async def count_tokens(request: HttpRequest) -> HttpResponseBase:
     except (KeyError, TypeError, ValueError) as exc:
         unreadable = proxy.unreadable(call.upstream, exc)  # type: ignore[arg-type]
         call.fail(unreadable.status, unreadable.code, unreadable.message)
-        return error_response(ingress, unreadable)
+        return _answer(call, error_response(ingress, unreadable))
     finally:
         call.finish()

@@ -1,31 +1,19 @@
 """The MCP log: one record per tool call (and per prompt or resource read), written in
 batches off the loop like the AI gateway's, with secrets taken out of the arguments."""
 
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from audit.models import McpLog
-from audit.writer import LogWriter, TableWriter
+from audit import bodies, pipeline
+from audit.redaction_pii import SECRET_KEY, replace_secrets
+from thinkwatch import metrics
 
-writer = LogWriter("mcp", TableWriter(McpLog))
+writer = pipeline.FamilyWriter("mcp")
 
 REDACTED = "[REDACTED]"
-_SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|cookie|session|private[-_]?key|"
-    r"signature|bearer",
-    re.IGNORECASE,
-)
-_SECRET_VALUE = re.compile(
-    r"(tw-[0-9a-f]{16,}|sk-[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|"
-    r"gh[pousr]_[A-Za-z0-9]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|"
-    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|"
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)|"
-    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
-)
 _MAX_ARGUMENT_BYTES = 16_384
 
 
@@ -36,13 +24,13 @@ def redact(value: Any, depth: int = 0) -> Any:
         return REDACTED
     if isinstance(value, dict):
         return {
-            k: REDACTED if _SECRET_KEY.search(str(k)) else redact(v, depth + 1)
+            k: REDACTED if SECRET_KEY.search(str(k)) else redact(v, depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [redact(v, depth + 1) for v in value]
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(REDACTED, value)
+        return replace_secrets(value, REDACTED)
     return value
 
 
@@ -61,7 +49,7 @@ def _bounded(arguments: Any) -> Any:
 class Entry:
     """One MCP request's record, filled in as it goes and submitted once."""
 
-    __slots__ = ("_done", "fields", "started")
+    __slots__ = ("_done", "capture", "fields", "started")
 
     def __init__(self, **fields: Any) -> None:
         self.started = time.perf_counter()
@@ -71,8 +59,13 @@ class Entry:
             "error_code": None,
             "error_message": "",
             "arguments": None,
+            # Set once the server is known; a call naming no server is recorded without one.
+            "server": "",
+            "upstream_name": "",
             **fields,
         }
+        # Arguments and result, when audit.capture_bodies is on (audit/bodies.py).
+        self.capture = bodies.mcp_capture()
         self._done = False
 
     def set(self, **fields: Any) -> None:
@@ -80,6 +73,13 @@ class Entry:
 
     def arguments(self, arguments: Any) -> None:
         self.fields["arguments"] = _bounded(redact(arguments))
+        if self.capture is not None:
+            self.capture.take_arguments(arguments)
+
+    def result(self, result: Any) -> None:
+        """What the upstream answered (kept only when bodies are captured)."""
+        if self.capture is not None:
+            self.capture.take_result(result)
 
     def fail(self, status: str, code: int | None, message: str) -> None:
         self.fields.update(status=status, error_code=code, error_message=message[:2000])
@@ -89,4 +89,8 @@ class Entry:
             return
         self._done = True
         self.fields["latency_ms"] = (time.perf_counter() - self.started) * 1000
-        writer.submit(self.fields)
+        metrics.observe_mcp(self.fields)
+        if self.capture is None:
+            writer.submit(self.fields)
+        else:
+            bodies.submit(writer.submit, self.fields, self.capture)

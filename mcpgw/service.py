@@ -266,6 +266,7 @@ async def call(
             entry.set(status="tool_error")
         if method == "resources/read":
             result = _rename_contents(server, result)
+        entry.result(result)
         return result
     except Reply as reply:
         entry.fail(reply.status, reply.code, reply.message)

@@ -230,6 +230,10 @@ class Pool:
     def breaker(self, server_id: int) -> Breaker:
         return self._breakers.setdefault(server_id, Breaker())
 
+    def breakers(self) -> dict[int, Breaker]:
+        """Each server's breaker by server id (a copy: the metrics read it from a thread)."""
+        return dict(self._breakers)
+
     def _list_changed(self, server_id: int, kind: str) -> None:
         for listener in listeners:
             listener(server_id, kind)

@@ -2,6 +2,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from providers.models import AIModel, Provider, Route
@@ -71,6 +72,14 @@ class ProviderAdmin(Governed, admin.ModelAdmin):
     ]
     list_filter = ["type", "enabled"]
     search_fields = ["name"]
+
+    # The delete page has already refused a provider that routes use.
+    def delete_model(self, request: HttpRequest, obj: Provider) -> None:
+        obj.delete_softly()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            provider.delete_softly()
 
     @admin.display(description="base URL")
     def endpoint(self, provider: Provider) -> str:

@@ -105,7 +105,7 @@ def update_provider(request: HttpRequest, provider_id: int, payload: ProviderPat
 def delete_provider(request: HttpRequest, provider_id: int) -> Status[None]:
     provider = get_object_or_404(Provider, pk=provider_id)
     try:
-        provider.delete()
+        provider.delete_softly()
     except ProtectedError:
         raise HttpError(409, "Routes still use this provider; delete or move them first.") from None
     return Status(204, None)

@@ -3,7 +3,9 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, router, transaction
+from django.db.models.signals import post_delete
+from django.utils import timezone
 
 from providers.specs import SPECS, TYPE_CHOICES, ProviderSpec
 from thinkwatch.lib import crypto
@@ -25,8 +27,19 @@ def validate_base_url(value: str) -> None:
         raise ValidationError("The base URL cannot carry a query string or fragment.")
 
 
+class LiveProviders(models.Manager["Provider"]):
+    """Providers that are not deleted: what routing, the console and the API see."""
+
+    def get_queryset(self) -> models.QuerySet["Provider"]:
+        return super().get_queryset().filter(deleted_at__isnull=True)
+
+
 class Provider(models.Model):
-    name = models.CharField(max_length=100, unique=True)
+    """An upstream account the gateway calls. Deleting one (`delete_softly`) takes it out
+    of routing, the console and the API at once; the row stays, without its credentials,
+    until the purge job removes it (providers/tasks.py)."""
+
+    name = models.CharField(max_length=100)
     type = models.CharField(max_length=32, choices=TYPE_CHOICES)
     base_url = models.CharField(
         max_length=500,
@@ -65,12 +78,54 @@ class Provider(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # The first manager is the default one: the admin, the API, forms and the gateway's
+    # route table see live providers only. A route reaches its provider through the base
+    # manager, which sees them all.
+    objects = LiveProviders()
+    all_objects = models.Manager["Provider"]()
 
     class Meta:
         ordering = ["name"]
+        # A deleted provider's name is free again at once.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="provider_name_unique",
+                violation_error_code="unique",
+                violation_error_message="A provider with this name already exists.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def delete_softly(self) -> None:
+        """Delete the provider as far as anyone can tell: it leaves routing, the console and
+        the API, and its credentials are wiped. Refused (ProtectedError, as a real delete)
+        while routes use it.
+
+        For the admin audit log and the gateways' config revision this is the deletion:
+        they hear `post_delete` with the provider as it was. The purge job removes the row
+        later without a second audit event (it runs outside any request)."""
+        using = router.db_for_write(Provider, instance=self)
+        with transaction.atomic(using=using):
+            row = Provider.all_objects.using(using).select_for_update().get(pk=self.pk)
+            if row.deleted_at is not None:
+                return
+            routes = list(row.routes.all())
+            if routes:
+                raise models.ProtectedError(
+                    f"Routes still use the provider {row.name}; delete or move them first.",
+                    set(routes),
+                )
+            Provider.all_objects.using(using).filter(pk=self.pk).update(
+                deleted_at=timezone.now(), enabled=False, secret="", session_token=""
+            )
+            post_delete.send(sender=Provider, instance=row, using=using, origin=row)
+        self.refresh_from_db(from_queryset=Provider.all_objects.using(using))
 
     @property
     def spec(self) -> ProviderSpec:

@@ -3,7 +3,7 @@
 import hashlib
 import hmac
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ from quotas import periods
 from quotas.cache import BudgetRow, QuotaTable, Rule, _budget, _window
 from quotas.counters import BudgetCheck, Crossing, MemoryCounters, RedisCounters
 from quotas.models import BudgetAlert, QuotaReset, SubjectKind
+from thinkwatch import metrics
 from thinkwatch.lib.db import off_loop
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ async def record_crossings(crossings: list[Crossing]) -> None:
     from quotas.tasks import deliver_alert
 
     for alert_id in await _record(crossings):
+        metrics.budget_alert()
         logger.info("budget.alert", extra={"alert_id": alert_id})
         await off_loop(deliver_alert.delay)(alert_id)
 
@@ -115,28 +117,39 @@ def deliver_alert(alert_id: int) -> bool:
 
 
 def _spend_by_subject(
-    kind: str, period: str, usd: bool, now: datetime, only: set[str] | None
+    kind: str, period: str, usd: bool, now: datetime, only: set[str]
 ) -> dict[str, float]:
     column = _COLUMN[kind]
     start = periods.start_of(period, now)
-    rows = (
-        GatewayLog.objects.filter(created_at__gte=start)
-        .exclude(**{f"{column}__isnull": True})
-        .values(column)
-        .annotate(spent=Sum("cost_usd" if usd else "weighted_tokens"))
-    )
+    measure = "cost_usd" if usd else "weighted_tokens"
     resets = dict(
         QuotaReset.objects.filter(subject_kind=kind, at__gte=start)
         .values_list("subject_id")
         .annotate(last=Max("at"))
     )
-    spend = {str(row[column]): float(row["spent"] or 0) for row in rows}
+    spend = _spent(column, measure, start, now, only)
     for subject, since in resets.items():
-        later = GatewayLog.objects.filter(created_at__gte=since, **{column: subject}).aggregate(
-            spent=Sum("cost_usd" if usd else "weighted_tokens")
-        )
-        spend[subject] = float(later["spent"] or 0)
-    return {k: v for k, v in spend.items() if only is None or k in only}
+        if subject in only:
+            spend[subject] = _spent(column, measure, since, now, {subject}).get(subject, 0.0)
+    return spend
+
+
+def _spent(
+    column: str, measure: str, since: datetime, now: datetime, subjects: set[str]
+) -> dict[str, float]:
+    """What the gateway log says each subject spent since `since`, from the log's store."""
+    if settings.CLICKHOUSE_URL:
+        from audit.clickhouse.usage import spent
+
+        # Records are stamped when their request started: one still running is not late.
+        until = now + timedelta(days=1)
+        return {k: float(v) for k, v in spent(column, measure, since, until, subjects).items()}
+    rows = (
+        GatewayLog.objects.filter(created_at__gte=since, **{f"{column}__in": subjects})
+        .values(column)
+        .annotate(spent=Sum(measure))
+    )
+    return {str(row[column]): float(row["spent"] or 0) for row in rows}
 
 
 def reconcile_budgets(

@@ -24,6 +24,17 @@ UPSTREAM_SECRET = "sk-upstream-secret"
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _no_audit_segments_from_earlier_runs() -> None:
+    """Log records an earlier test session left undelivered belong to its database: the
+    audit pipeline would adopt them (audit/pipeline.py) into this one's."""
+    import shutil
+
+    from django.conf import settings
+
+    shutil.rmtree(settings.DATA_DIR / "auditq", ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _celery_runs_tasks_in_place() -> Iterator[None]:
     """Tasks a test triggers run where they are sent (no worker in the test process)."""
     from thinkwatch.celery import app
@@ -61,6 +72,8 @@ def free_port() -> int:
 class LiveServer:
     """An ASGI app served by uvicorn (as in production) on a loopback port, in a thread."""
 
+    running: "LiveServer | None" = None
+
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         config = uvicorn.Config(
@@ -86,11 +99,20 @@ class LiveServer:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the gateway did not start")
             time.sleep(0.01)
+        LiveServer.running = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        LiveServer.running = None
         self.server.should_exit = True
         self.thread.join(15)
+
+    def wait_idle(self, timeout: float = 10) -> None:
+        """Until no request is in flight: a stream's client may have its last event before
+        the gateway has finished the request (and submitted its record)."""
+        deadline = time.monotonic() + timeout
+        while self.server.server_state.tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +159,20 @@ def forget_quota_counts() -> None:
         client.close()
 
 
+@pytest.fixture(autouse=True)
+def _forget_audit_streams() -> None:
+    """Log records a previous test left in the Redis streams belong to its database."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter(match=f"{settings.AUDIT_STREAM_PREFIX}audit:*", count=100):
+            client.delete(key)
+        client.close()
+
+
 @pytest.fixture
 def gateway(transactional_db: None, upstream: FakeOpenAI) -> Iterator[LiveServer]:
     from thinkwatch.asgi import gateway as app
@@ -179,6 +215,8 @@ def client(gateway: LiveServer, openai_provider: Provider, bob_key: str) -> open
 
 def logged() -> list[GatewayLog]:
     """Every gateway log record, oldest first, once the writer has written them."""
+    if LiveServer.running is not None:
+        LiveServer.running.wait_idle()
     assert logs.writer.flush(10)
     return list(GatewayLog.objects.order_by("id"))
 

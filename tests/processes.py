@@ -52,6 +52,7 @@ class Processes:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=settings.BASE_DIR,
+            start_new_session=True,  # its own process group: `kill` reaches the children
         )
         deadline = time.monotonic() + 60
         waiting = list(wait_for)
@@ -75,6 +76,15 @@ class Processes:
         if self._log:
             self._log.close()
         return code
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and every process it started, as the OOM killer or a
+        node failure would: nothing runs its shutdown code."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        if self._log:
+            self._log.close()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -116,7 +116,9 @@ def _mount() -> None:
     api.add_router("/settings", "accounts.api_settings.router")
     api.add_router("/usage", "audit.api_usage.router")
     api.add_router("/logs", "audit.api_logs.logs_router")
+    api.add_router("/logs", "audit.api_bodies.router")
     api.add_router("/audit", "audit.api_logs.audit_router")
+    api.add_router("/health", "thinkwatch.health.router")
     # Each user's own connections: any active user, staff or not.
     own = [ConsoleKeyAuth(console_only=False), UserSessionAuth()]
     api.add_router("/mcp/connections", mcp_connections, auth=own)

@@ -34,12 +34,20 @@ def __getattr__(name: str) -> Any:
         from channels.security.websocket import AllowedHostsOriginValidator
         from django.urls import path
 
+        from audit import pipeline
+        from audit.access import ConsoleAccessLog
         from audit.consumers import DashboardConsumer
 
         sockets = URLRouter([path("ws/dashboard", DashboardConsumer.as_asgi())])
         app = ProtocolTypeRouter(
-            {"http": ASGIHandler(), "websocket": AllowedHostsOriginValidator(sockets)}
+            {
+                "http": ConsoleAccessLog(ASGIHandler()),
+                "websocket": AllowedHostsOriginValidator(sockets),
+            }
         )
+        # The console's own records (access, and whatever else it submits) are delivered
+        # by its own pipeline thread; it also adopts segments of processes that died.
+        pipeline.pipeline.start()
         globals()["console"] = app
         return app
     raise AttributeError(name)

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -116,11 +117,22 @@ CONFIG_POLL_SECONDS = _float("THINKWATCH_CONFIG_POLL_SECONDS", 1.0, minimum=0.05
 KEY_CACHE_SECONDS = _float("THINKWATCH_KEY_CACHE_SECONDS", 60.0, minimum=0.0)
 AUDIT_BATCH_SIZE = _int("THINKWATCH_AUDIT_BATCH_SIZE", 500, minimum=1)
 AUDIT_FLUSH_SECONDS = _float("THINKWATCH_AUDIT_FLUSH_SECONDS", 0.5, minimum=0.01)
+# Records are durable against a killed process as soon as they are accepted; this bounds
+# what a host crash can take (0: leave it to the kernel's writeback).
+AUDIT_FSYNC_SECONDS = _float("THINKWATCH_AUDIT_FSYNC_SECONDS", 1.0, minimum=0.0)
+# One access record per HTTP request on either port (audit/access.py).
+AUDIT_ACCESS_LOG = _bool("THINKWATCH_AUDIT_ACCESS_LOG", True)
+# Namespace of the Redis streams the audit pipeline uses in production.
+AUDIT_STREAM_PREFIX = env.str("THINKWATCH_AUDIT_STREAM_PREFIX", default="tw:")
 # This, DEFAULT_ROLE and DELETED_KEY_PURGE_DAYS start runtime settings (accounts/runtime.py).
 KEY_ROTATION_GRACE_HOURS = _int("THINKWATCH_KEY_ROTATION_GRACE_HOURS", 24)
 # The role every new account holds globally (a role slug; empty: none).
 DEFAULT_ROLE = env.str("THINKWATCH_DEFAULT_ROLE", default="developer")
 DELETED_KEY_PURGE_DAYS = _int("THINKWATCH_DELETED_KEY_PURGE_DAYS", 30, minimum=1)
+
+# Prometheus metrics at GET /metrics on the gateway port: served only when this is set, to
+# callers presenting it as `Authorization: Bearer <token>` (docs/observability.md).
+METRICS_BEARER_TOKEN = keyfiles.optional("METRICS_BEARER_TOKEN")
 
 # --- quotas --------------------------------------------------------------------------
 
@@ -213,6 +225,60 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# ClickHouse for log records at scale (docs/audit.md), e.g.
+# clickhouse://user:password@host:9000/thinkwatch (clickhouses:// for TLS), or
+# CLICKHOUSE_URL_FILE. Unset: log records stay in the SQL database.
+CLICKHOUSE_URL = keyfiles.optional("CLICKHOUSE_URL")
+
+
+def _check_clickhouse_url(url: str) -> None:
+    # Never the URL itself in a message: it holds the password.
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        raise ImproperlyConfigured("CLICKHOUSE_URL has a malformed port") from None
+    if parts.scheme not in ("clickhouse", "clickhouses") or not parts.hostname:
+        raise ImproperlyConfigured(
+            "CLICKHOUSE_URL must be clickhouse://user:password@host:9000/database "
+            "(clickhouses:// for TLS)"
+        )
+    # The name goes into DDL and queries as `database.table`: letters, digits, underscores.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", parts.path.removeprefix("/")):
+        raise ImproperlyConfigured(
+            "CLICKHOUSE_URL must end in a database name of letters, digits and underscores, "
+            "e.g. /thinkwatch"
+        )
+
+
+if CLICKHOUSE_URL:
+    _check_clickhouse_url(CLICKHOUSE_URL)
+
+# Captured bodies larger than the record keeps go to S3-compatible storage (docs/bodies.md);
+# no bucket: they are truncated instead. Without keys, boto3's own chain is used (instance
+# role, AWS_* variables); the keys may come from <NAME>_FILE.
+BODY_S3_BUCKET = env.str("THINKWATCH_BODY_S3_BUCKET", default="")
+BODY_S3_ENDPOINT_URL = env.str("THINKWATCH_BODY_S3_ENDPOINT_URL", default="")
+BODY_S3_REGION = env.str("THINKWATCH_BODY_S3_REGION", default="")
+BODY_S3_ACCESS_KEY_ID = keyfiles.optional("THINKWATCH_BODY_S3_ACCESS_KEY_ID")
+BODY_S3_SECRET_ACCESS_KEY = keyfiles.optional("THINKWATCH_BODY_S3_SECRET_ACCESS_KEY")
+if BODY_S3_BUCKET and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", BODY_S3_BUCKET):
+    raise ImproperlyConfigured(
+        "THINKWATCH_BODY_S3_BUCKET must be a bucket name: 3 to 63 lowercase letters, digits, "
+        "dots and hyphens"
+    )
+if BODY_S3_ENDPOINT_URL:
+    _endpoint = urlsplit(BODY_S3_ENDPOINT_URL)
+    if _endpoint.scheme not in ("http", "https") or not _endpoint.hostname:
+        raise ImproperlyConfigured(
+            "THINKWATCH_BODY_S3_ENDPOINT_URL must be an http(s) URL, e.g. https://minio.internal:9000"
+        )
+if bool(BODY_S3_ACCESS_KEY_ID) != bool(BODY_S3_SECRET_ACCESS_KEY):
+    raise ImproperlyConfigured(
+        "THINKWATCH_BODY_S3_ACCESS_KEY_ID and THINKWATCH_BODY_S3_SECRET_ACCESS_KEY go together: "
+        "set both, or neither"
+    )
+
 # Celery: Redis in production; in embedded mode a broker in the data directory.
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 if not REDIS_URL:
@@ -228,6 +294,27 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Mail (key expiry warnings): one URL, e.g. smtp+tls://user:password@mail.example.com:587
+# (or EMAIL_URL_FILE). Embedded default: printed by the worker instead of sent.
+_email_url = keyfiles.optional("EMAIL_URL") or "consolemail://"
+try:
+    _email = environ.Env.email_url_config(_email_url)
+except (ImproperlyConfigured, ValueError):
+    # Not the URL itself in the message: it holds the mail password.
+    raise ImproperlyConfigured(
+        "EMAIL_URL must be smtp://, smtp+tls://, smtps://, consolemail:// or filemail://..."
+    ) from None
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(DATA_DIR / "mail")
+EMAIL_TIMEOUT = 30
+DEFAULT_FROM_EMAIL = env.str("THINKWATCH_EMAIL_FROM", default="ThinkWatch <thinkwatch@localhost>")
 
 # --- Django --------------------------------------------------------------------------
 
@@ -344,5 +431,8 @@ LOGGING = {
         # Request bodies never reach a log; Django's request logger would add them on 5xx.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO: outbound URLs may carry tokens
+        # (webhook URLs of budget alerts and SIEM forwarders).
+        "httpx": {"level": "WARNING"},
     },
 }

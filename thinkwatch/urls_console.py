@@ -7,8 +7,8 @@ from django.urls import path
 from accounts import console_settings, setup_wizard
 from accounts.lockout import LockoutAuthenticationForm
 from accounts.oidc_views import CallbackView, SignInView
+from audit import body_views, log_views
 from audit import console_views as audit_pages
-from audit import log_views
 from gateway import guide
 from mcpgw import console_views as mcp
 from thinkwatch import health
@@ -37,6 +37,11 @@ urlpatterns = [
         "admin/logs/<str:kind>/<int:pk>/",
         admin.site.admin_view(log_views.log_record),
         name="console-log-record",
+    ),
+    path(
+        "admin/logs/<str:kind>/<int:pk>/body/",
+        admin.site.admin_view(body_views.record_body),
+        name="console-log-body",
     ),
     path("admin/", admin.site.urls),
     path("api/", api.urls),

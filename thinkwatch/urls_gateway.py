@@ -4,7 +4,7 @@ from django.urls import path
 
 from gateway import views
 from mcpgw import views as mcp
-from thinkwatch import health
+from thinkwatch import health, metrics
 
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions),
@@ -16,6 +16,7 @@ urlpatterns = [
     path("mcp", mcp.endpoint),
     path("health/live", health.live),
     path("health/ready", health.ready),
+    path("metrics", metrics.endpoint),
 ]
 
 handler404 = "gateway.views.not_found"

@@ -14,10 +14,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import RoleAssignment
-from audit import explorer
+from audit import explorer, store
 from audit.explorer import Filters
 from audit.models import AuditEvent, GatewayLog
-from audit.writer import write_gateway_logs
 from tests.factories import (
     McpLogFactory,
     RoleAssignmentFactory,
@@ -115,7 +114,7 @@ def eve(db: None) -> User:
 
 @pytest.fixture
 def many(db: None) -> list[int]:
-    write_gateway_logs([gateway_record(n) for n in range(1234)])
+    store.current().append("gateway", [gateway_record(n) for n in range(1234)])
     return newest_first(GatewayLog.objects.all())
 
 
@@ -145,14 +144,15 @@ def test_it_pages_the_console_through_every_record_once_newest_first(
 @pytest.fixture
 def mixed(db: None, dora: User) -> dict[str, Any]:
     team = TeamFactory(name="research")
-    write_gateway_logs(
+    store.current().append(
+        "gateway",
         [
             gateway_record(1, user_id=dora.pk, team_id=team.pk, api_key_prefix="tw-0000dora"),
             gateway_record(2, model="claude-sonnet-4", status_code=429),
             gateway_record(3, status_code=502, request_id="abc-123"),
             gateway_record(40, team_id=team.pk),
             gateway_record(80),
-        ]
+        ],
     )
     return {"dora": dora, "team": team}
 
@@ -329,13 +329,14 @@ INSERT INTO audit_gatewaylog (
     request_id, created_at, user_id, team_id, api_key_id, api_key_prefix, surface, ingress,
     model, provider_id, provider, upstream_model, streamed, input_tokens, output_tokens,
     cached_tokens, reasoning_tokens, weighted_tokens, cost_usd, latency_ms, ttft_ms,
-    status_code, error_code, error_message, client_ip, user_agent, disconnected, usage_estimated
+    status_code, error_code, error_message, client_ip, user_agent, disconnected, usage_estimated,
+    uid, chain_hash
 )
 WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n < 199999)
 SELECT 'req-' || n, strftime('%Y-%m-%d %H:%M:%S', '2026-11-01', '+' || (n * 10) || ' seconds'),
     n % 50 + 1, n % 5 + 1, NULL, '', 'ai_gateway', 'openai_chat', 'model-' || (n % 8), NULL,
     'openai', 'gpt', 0, 10, 20, 0, 0, 30, '0.0001', 12.5, NULL,
-    CASE WHEN n % 97 = 0 THEN 429 ELSE 200 END, '', '', '127.0.0.1', 'test', 0, 0
+    CASE WHEN n % 97 = 0 THEN 429 ELSE 200 END, '', '', '127.0.0.1', 'test', 0, 0, '', ''
 FROM seq
 """
 
@@ -385,11 +386,12 @@ def test_it_filters_by_a_key_that_still_exists_through_its_id(
     alice_api: Client, dora: User
 ) -> None:
     key, _ = make_key(dora)
-    write_gateway_logs(
+    store.current().append(
+        "gateway",
         [
             gateway_record(1, api_key_id=key.pk, api_key_prefix=key.prefix),
             gateway_record(2, api_key_id=None, api_key_prefix=key.prefix),
-        ]
+        ],
     )
 
     body = alice_api.get("/api/logs/gateway", {"key": key.prefix}).json()

@@ -28,6 +28,11 @@ class Snapshot(Generic[T]):
             self._loading = asyncio.ensure_future(self.reload())
         return await asyncio.shield(self._loading)
 
+    def peek(self) -> T | None:
+        """The value loaded last, without loading (None before the first load): for
+        readers that must not wait, such as the metrics' label check."""
+        return self._value
+
     async def reload(self) -> T:
         generation = self._generation
         value = await self._load()
