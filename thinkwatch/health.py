@@ -2,11 +2,10 @@
 
 Readiness asks every dependency the configuration names, all at once, each within
 CHECK_TIMEOUT seconds: the database (and that a provider is enabled: a gateway without one
-cannot serve anything), Redis with REDIS_URL, ClickHouse with CLICKHOUSE_URL. A failure is
+cannot serve anything), Redis with REDIS_URL, ClickHouse with CLICKHOUSE_URL, and the
+bucket captured bodies are offloaded to with THINKWATCH_BODY_S3_BUCKET. A failure is
 reported by the exception's type only: messages of database and Redis clients can quote
 the URL they were given, password included.
-
-The S3-compatible storage for offloaded bodies has no check yet: no setting names it.
 """
 
 import asyncio
@@ -117,6 +116,17 @@ async def _clickhouse() -> dict[str, Any]:
     return {}
 
 
+@off_loop
+def _body_storage() -> dict[str, Any]:
+    """The bucket captured bodies are offloaded to exists and these credentials reach it."""
+    from audit import bodies
+
+    found = bodies.storage()
+    if found is not None:
+        found.connection.meta.client.head_bucket(Bucket=settings.BODY_S3_BUCKET)
+    return {}
+
+
 def configured() -> dict[str, Check]:
     """The dependencies this configuration has, by name."""
     checks: dict[str, Check] = {"database": _database}
@@ -124,6 +134,8 @@ def configured() -> dict[str, Check]:
         checks["redis"] = _redis
     if settings.CLICKHOUSE_URL:
         checks["clickhouse"] = _clickhouse
+    if settings.BODY_S3_BUCKET:
+        checks["body_storage"] = _body_storage
     return checks
 
 
