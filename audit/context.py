@@ -98,21 +98,26 @@ class AuditContextMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        _note_user(request)
         if self.is_async:
             return self._acall(request)
         with acting(via=via_of(request), request=request):
-            return self.get_response(request)
+            response = self.get_response(request)
+        _note_user(request)
+        return response
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
         with acting(via=via_of(request), request=request):
-            return await get_response(request)
+            response = await get_response(request)
+        _note_user(request)
+        return response
 
 
 def _note_user(request: HttpRequest) -> None:
-    """Tell the access log (audit/access.py) who made the request, once it is known."""
+    """Tell the access log (audit/access.py) who made the request, if the request already
+    looked its user up (never a lookup of its own: that would query the database, and
+    from the event loop at that)."""
     scope = getattr(request, "scope", None)
-    user = getattr(request, "user", None)
+    user = getattr(request, "_cached_user", None)
     if scope is not None and user is not None and user.is_authenticated:
         scope["tw.user_id"] = user.pk
