@@ -23,7 +23,7 @@ def stored() -> list[AccessLog]:
 async def get(path: str, cookies: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
     from thinkwatch.asgi import console
 
-    transport = httpx.ASGITransport(app=console, client=("203.0.113.9", 5000))
+    transport = httpx.ASGITransport(app=console, client=("198.51.100.7", 5000))
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", cookies=cookies
     ) as client:
@@ -56,7 +56,7 @@ async def test_a_console_request_is_recorded_with_its_user_and_without_its_query
     ]
     assert records[0].user_id == user_id
     assert records[1].user_id is None
-    assert records[0].client_ip == "203.0.113.9"
+    assert records[0].client_ip == "198.51.100.7"
     assert records[0].user_agent == "probe/1"
     everything = await sync_to_async(lambda: str(list(AccessLog.objects.values())))()
     assert "s3cret" not in everything
