@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.models import RoleAssignment
 from audit import live, tickets
+from gateway import logs
 from tests.console.conftest import GatewayLogFactory, page_ticket, signed_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,6 +200,8 @@ async def test_it_counts_requests_the_gateway_answered(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": "Hello"}],
     )
+    # Delivered to the store (in production mode through Redis, as Celery would).
+    await asyncio.to_thread(logs.writer.flush, 10)
 
     snapshot = await snapshot_where(communicator, lambda s: s["requests"] == 1)
     assert snapshot["top_users"]["by_requests"][0]["name"] == "bob@example.com"
