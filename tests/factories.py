@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -156,3 +157,38 @@ def make_key(owner: User | None, **fields: Any) -> tuple[ApiKey, str]:
     """A key and its plaintext; the same path the console and the API take."""
     fields.setdefault("name", "test key")
     return issue_key(owner=owner, **fields)
+
+
+def gateway_log_record(**overrides: Any) -> dict[str, Any]:
+    """A gateway log record as the gateway submits it (audit/pipeline.py)."""
+    return {
+        "request_id": "r1",
+        "created_at": datetime.now(UTC),
+        "user_id": None,
+        "team_id": None,
+        "api_key_id": None,
+        "api_key_prefix": "",
+        "surface": "ai_gateway",
+        "ingress": "openai_chat",
+        "model": "gpt-4o-mini",
+        "provider_id": None,
+        "provider": "",
+        "upstream_model": "",
+        "streamed": False,
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "weighted_tokens": 3,
+        "cost_usd": Decimal("0.0000012345"),
+        "latency_ms": 1.5,
+        "ttft_ms": None,
+        "status_code": 200,
+        "error_code": "",
+        "error_message": "",
+        "client_ip": "127.0.0.1",
+        "user_agent": "test",
+        "disconnected": False,
+        "usage_estimated": False,
+        **overrides,
+    }

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from audit import store
 from audit.models import AccessLog, AuditEvent, ChainHead, GatewayLog, McpLog
-from tests.audit.test_durability import record
+from tests.factories import gateway_log_record as record
 
 pytestmark = pytest.mark.django_db
 

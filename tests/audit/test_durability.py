@@ -4,7 +4,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from django.db import connection, models
 from audit import chain, pipeline, store
 from audit.models import AccessLog, ChainHead, GatewayLog
 from providers.models import Provider
-from tests.factories import make_key
+from tests.factories import gateway_log_record, make_key
 from tests.processes import Processes
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -70,43 +69,6 @@ def test_it_refuses_a_key_revoked_by_another_process_within_a_second(
         ).status_code
     assert status == 401
     assert time.monotonic() - revoked_at < 1.5
-
-
-def record(**overrides: Any) -> dict[str, Any]:
-    from datetime import UTC, datetime
-    from decimal import Decimal
-
-    return {
-        "request_id": "r1",
-        "created_at": datetime.now(UTC),
-        "user_id": None,
-        "team_id": None,
-        "api_key_id": None,
-        "api_key_prefix": "",
-        "surface": "ai_gateway",
-        "ingress": "openai_chat",
-        "model": "gpt-4o-mini",
-        "provider_id": None,
-        "provider": "",
-        "upstream_model": "",
-        "streamed": False,
-        "input_tokens": 1,
-        "output_tokens": 2,
-        "cached_tokens": 0,
-        "reasoning_tokens": 0,
-        "weighted_tokens": 3,
-        "cost_usd": Decimal("0.0000012345"),
-        "latency_ms": 1.5,
-        "ttft_ms": None,
-        "status_code": 200,
-        "error_code": "",
-        "error_message": "",
-        "client_ip": "127.0.0.1",
-        "user_agent": "test",
-        "disconnected": False,
-        "usage_estimated": False,
-        **overrides,
-    }
 
 
 def stored(model: type[models.Model], expected: int, timeout: float = 20) -> int:
@@ -212,7 +174,7 @@ def test_a_batch_delivered_again_after_a_crash_is_stored_once(transactional_db: 
     the next process delivers the batch again, and the store recognises it."""
     first = pipeline.Pipeline()
     for n in range(3):
-        first.submit("gateway", record(request_id=f"r{n}"))
+        first.submit("gateway", gateway_log_record(request_id=f"r{n}"))
     assert first.flush(10)
     assert stored(GatewayLog, 3) == 3
     segment = first._segment
@@ -234,7 +196,7 @@ def test_a_batch_delivered_again_after_a_crash_is_stored_once(transactional_db: 
 
 
 def test_an_edited_record_breaks_the_chain_at_that_record(transactional_db: None) -> None:
-    store.current().append("gateway", [record(request_id=f"r{n}") for n in range(5)])
+    store.current().append("gateway", [gateway_log_record(request_id=f"r{n}") for n in range(5)])
     assert_chain_intact("gateway")
     GatewayLog.objects.filter(seq=3).update(cost_usd="0")
     head = ChainHead.objects.get(family="gateway")
@@ -253,9 +215,9 @@ def test_a_record_the_store_refuses_is_set_aside_and_does_not_hold_back_others(
     transactional_db: None,
 ) -> None:
     pipe = pipeline.Pipeline()
-    pipe.submit("gateway", record(request_id="before"))
-    pipe.submit("gateway", record(request_id="poison", status_code=None))  # NOT NULL
-    pipe.submit("gateway", record(request_id="after"))
+    pipe.submit("gateway", gateway_log_record(request_id="before"))
+    pipe.submit("gateway", gateway_log_record(request_id="poison", status_code=None))  # NOT NULL
+    pipe.submit("gateway", gateway_log_record(request_id="after"))
     assert pipe.flush(10)
     if settings.REDIS_URL:
         stored(GatewayLog, 2)

@@ -2,7 +2,6 @@
 what is left still verifies."""
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from accounts import runtime
 from audit import chain, store
 from audit.models import AuditEvent, ChainHead, new_uid
 from audit.retention import purge_expired_logs
+from tests.factories import gateway_log_record
 
 pytestmark = pytest.mark.django_db
 
@@ -19,36 +19,15 @@ DEFAULT_DAYS = {"gateway": 90, "mcp": 90, "admin": 365, "access": 30}
 
 
 def gateway_record(at: datetime) -> dict[str, Any]:
-    return {
-        "request_id": "r1",
-        "created_at": at,
-        "user_id": 7,
-        "team_id": None,
-        "api_key_id": 3,
-        "api_key_prefix": "tw-1234abcd",
-        "surface": "ai_gateway",
-        "ingress": "openai_chat",
-        "model": "gpt-4o-mini",
-        "provider_id": 1,
-        "provider": "openai",
-        "upstream_model": "gpt-4o-mini",
-        "streamed": False,
-        "input_tokens": 1,
-        "output_tokens": 2,
-        "cached_tokens": 0,
-        "reasoning_tokens": 0,
-        "weighted_tokens": 3,
-        "cost_usd": Decimal("0.0000012345"),
-        "latency_ms": 1.5,
-        "ttft_ms": None,
-        "status_code": 200,
-        "error_code": "",
-        "error_message": "",
-        "client_ip": "127.0.0.1",
-        "user_agent": "test",
-        "disconnected": False,
-        "usage_estimated": False,
-    }
+    return gateway_log_record(
+        created_at=at,
+        user_id=7,
+        api_key_id=3,
+        api_key_prefix="tw-1234abcd",
+        provider_id=1,
+        provider="openai",
+        upstream_model="gpt-4o-mini",
+    )
 
 
 def mcp_record(at: datetime) -> dict[str, Any]:
