@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.html import format_html
 
-from accounts import access, roles
+from accounts import access, deletion, roles
 from accounts.access import Rights
 from accounts.lockout import LockoutAdminAuthenticationForm
 from accounts.models import (
@@ -632,6 +632,21 @@ class UserMembershipInline(admin.TabularInline):
         return formset
 
 
+class DeletedFilter(admin.SimpleListFilter):
+    """Deleted accounts stay out of the list unless asked for (until the purge)."""
+
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return [("yes", "Deleted, restorable")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> QuerySet[User]:
+        if self.value() == "yes":
+            return deletion.deleted(queryset)
+        return deletion.live(queryset)
+
+
 admin.site.unregister(User)
 
 
@@ -641,16 +656,31 @@ class UserAdmin(Governed, DjangoUserAdmin):
     holding any console right. Superuser status is given only by superusers."""
 
     area = "users"
-    list_display = ["username", "email", "first_name", "last_name", "is_active", "last_login"]
-    list_filter = ["is_active", "is_superuser", "teams"]
+    list_display = ["account", "email", "first_name", "last_name", "is_active", "last_login"]
+    list_filter = [DeletedFilter, "is_active", "is_superuser", "teams"]
     inlines = [UserRoleInline, UserMembershipInline]
-    actions = ["sign_out_everywhere"]
+    actions = ["sign_out_everywhere", "restore"]
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Person", {"fields": ("first_name", "last_name", "email")}),
         ("Status", {"fields": ("is_active", "is_superuser", "last_login", "date_joined")}),
     )
     readonly_fields = ["last_login", "date_joined"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        return super().get_queryset(request).select_related("security")
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        if request.path.endswith("/autocomplete/"):
+            queryset = deletion.live(queryset)  # nobody picks a deleted account
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="username", ordering="username")
+    def account(self, user: User) -> str:
+        security = getattr(user, "security", None)
+        if security is not None and security.deleted_at is not None:
+            return f"{security.deleted_username} (deleted {security.deleted_at:%Y-%m-%d})"
+        return user.username
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(super().get_readonly_fields(request, obj))
@@ -670,10 +700,14 @@ class UserAdmin(Governed, DjangoUserAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and access.manageable(request.user, obj):
             return False  # a superuser, or an account holding rights the user lacks
+        if obj is not None and deletion.is_deleted(obj):
+            return False  # restore it first
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and (obj.pk == request.user.pk or access.manageable(request.user, obj)):
+            return False
+        if obj is not None and deletion.is_deleted(obj):
             return False
         return super().has_delete_permission(request, obj)
 
@@ -681,7 +715,35 @@ class UserAdmin(Governed, DjangoUserAdmin):
         actions = super().get_actions(request)
         if not Rights.of(request.user).has("users:update"):
             actions.pop("sign_out_everywhere", None)
+        if not Rights.of(request.user).has("users:delete"):
+            actions.pop("restore", None)
         return actions
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # The confirmation page would list the keys, memberships and roles a real delete
+        # removes; a soft delete removes none of them (the purge does, 30 days later).
+        return [str(obj) for obj in objs], {}, set(), []
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        deletion.delete_softly(obj, by=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            if user.pk != request.user.pk and not access.manageable(request.user, user):
+                deletion.delete_softly(user, by=request.user)
+
+    @admin.action(description="Restore (deleted accounts come back disabled)")
+    def restore(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        access.require(request.user, "users:delete")
+        restored = 0
+        for user in deletion.deleted(queryset):
+            try:
+                deletion.restore(user)
+            except deletion.RestoreRefused as refused:
+                messages.error(request, str(refused))
+                continue
+            restored += 1
+        messages.success(request, f"Restored {restored} account(s); enable them to let them in.")
 
     @admin.action(description="Sign out everywhere (end their console sessions)")
     def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

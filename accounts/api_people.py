@@ -5,18 +5,19 @@ and `members:*` for teams (a Team Manager's rights hold in their own teams only)
 """
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 
-from accounts import access
+from accounts import access, deletion
 from accounts.access import Rights
 from accounts.models import Membership, Team
 from thinkwatch.edits import apply_edits
@@ -61,8 +62,9 @@ class UserPatch(Schema):
     password: str | None = None
 
 
-def _user(request: HttpRequest, user_id: int, perm: str) -> User:
-    user = get_object_or_404(User, pk=user_id)
+def _user(request: HttpRequest, user_id: int, perm: str, gone: bool = False) -> User:
+    users = User.objects.all()
+    user = get_object_or_404(deletion.deleted(users) if gone else deletion.live(users), pk=user_id)
     if user.pk != request.user.pk or perm != "users:read":
         require(request, perm)
     problem = access.manageable(request.user, user) if perm != "users:read" else None
@@ -79,9 +81,17 @@ def _set_password(user: User, password: str) -> None:
 @users_router.get("", response=list[UserOut])
 @needs("users:read")
 def list_users(
-    request: HttpRequest, team_id: int | None = None, active: bool | None = None
-) -> QuerySet[User]:
+    request: HttpRequest,
+    team_id: int | None = None,
+    active: bool | None = None,
+    deleted: bool = False,
+) -> QuerySet[User] | list[User]:
+    """Accounts; `deleted=true` lists the deleted ones that can still be restored (they
+    show the username they will get back)."""
     users = User.objects.prefetch_related("teams").order_by("username")
+    if deleted:
+        return _as_they_were(deletion.deleted(users).select_related("security"))
+    users = deletion.live(users)
     if team_id is not None:
         users = users.filter(teams=team_id)
     if active is not None:
@@ -135,13 +145,36 @@ def update_user(request: HttpRequest, user_id: int, payload: UserPatch) -> User:
 
 @users_router.delete("/{user_id}", response={204: None})
 def delete_user(request: HttpRequest, user_id: int) -> Status[None]:
-    """Delete an account and its keys (the audit trail keeps their ids). Needs
-    `users:delete`."""
+    """Delete an account: it can no longer sign in, its keys are revoked and it leaves
+    every list at once; it can be restored until the purge removes it for good (runtime
+    setting `accounts.deleted_purge_days`, 30 by default). Needs `users:delete`."""
     user = _user(request, user_id, "users:delete")
     if user.pk == request.user.pk:
         raise HttpError(409, "You cannot delete your own account.")
-    user.delete()
+    deletion.delete_softly(user, by=request.user)
     return Status(204, None)
+
+
+@users_router.post("/{user_id}/restore", response=UserOut)
+def restore_user(request: HttpRequest, user_id: int) -> User:
+    """Bring back a deleted account with its username, email, teams and roles, disabled
+    (enable it with PATCH `is_active: true`); its keys stay revoked. Needs
+    `users:delete`."""
+    user = _user(request, user_id, "users:delete", gone=True)
+    try:
+        deletion.restore(user)
+    except deletion.RestoreRefused as refused:
+        raise HttpError(409, str(refused)) from None
+    return user
+
+
+def _as_they_were(users: QuerySet[User]) -> list[User]:
+    found = list(users)
+    for user in found:
+        user.username = user.security.deleted_username
+        user.email = user.security.deleted_email
+    found.sort(key=lambda user: user.username)
+    return found
 
 
 @users_router.post("/{user_id}/logout", response={204: None})
@@ -166,7 +199,7 @@ class TeamOut(Schema):
 
     @staticmethod
     def resolve_member_ids(team: Team) -> list[int]:
-        return sorted(user.pk for user in team.members.all())
+        return sorted(user.pk for user in team.members.all())  # live members: _live_members
 
 
 class TeamIn(Schema):
@@ -183,9 +216,13 @@ class MemberIn(Schema):
     user_id: int
 
 
+def _live_members() -> "Prefetch[Any]":
+    return Prefetch("members", queryset=deletion.live(User.objects.all()))
+
+
 def _team(request: HttpRequest, team_id: int, perm: str) -> Team:
     rights = Rights.of(request.user)
-    team = get_object_or_404(Team, pk=team_id)
+    team = get_object_or_404(Team.objects.prefetch_related(_live_members()), pk=team_id)
     if not rights.has("teams:read", team.pk) and not rights.has(perm, team.pk):
         raise HttpError(404, "Not Found")  # teams one may not see don't exist
     require(request, perm, team.pk)
@@ -197,7 +234,7 @@ def list_teams(request: HttpRequest) -> QuerySet[Team]:
     """Teams where the caller holds `teams:read` (all of them with the right held
     globally)."""
     scope = access.team_filter(request.user, "teams:read", "pk")
-    return Team.objects.filter(scope).prefetch_related("members")
+    return Team.objects.filter(scope).prefetch_related(_live_members())
 
 
 @teams_router.post("", response={201: TeamOut})
@@ -231,14 +268,14 @@ def delete_team(request: HttpRequest, team_id: int) -> Status[None]:
 def list_members(request: HttpRequest, team_id: int) -> QuerySet[User]:
     """Needs `members:read` in the team."""
     team = _team(request, team_id, "members:read")
-    return team.members.prefetch_related("teams").order_by("username")
+    return deletion.live(team.members.prefetch_related("teams")).order_by("username")
 
 
 @teams_router.post("/{team_id}/members", response={201: UserOut})
 def add_member(request: HttpRequest, team_id: int, payload: MemberIn) -> Status[User]:
     """Needs `members:manage` in the team."""
     team = _team(request, team_id, "members:manage")
-    user = User.objects.filter(pk=payload.user_id).first()
+    user = deletion.live(User.objects.filter(pk=payload.user_id)).first()
     if user is None:
         raise HttpError(422, f"There is no user with id {payload.user_id}.")
     Membership.objects.get_or_create(team=team, user=user)

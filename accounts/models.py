@@ -424,6 +424,10 @@ class UserSecurity(models.Model):
     )
     # Console sessions that began before this instant are ended (force logout).
     sessions_revoked_at = models.DateTimeField(null=True, blank=True)
+    # Soft delete (accounts.deletion): when, and the username and email set aside.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    deleted_username = models.CharField(max_length=150, blank=True)
+    deleted_email = models.EmailField(blank=True)
 
     def __str__(self) -> str:
         return f"sign-in state of {self.user}"

@@ -227,6 +227,18 @@ SPECS: tuple[Spec, ...] = (
         maximum=3650,
     ),
     Spec(
+        "accounts.deleted_purge_days",
+        "Accounts",
+        "Remove deleted accounts after (days)",
+        "A deleted account cannot sign in, its keys are revoked and it leaves every list at "
+        "once; it can be restored until its row is removed for good this many days later "
+        "(by the daily purge).",
+        int,
+        lambda: 30,
+        minimum=1,
+        maximum=3650,
+    ),
+    Spec(
         "providers.deleted_purge_days",
         "Providers",
         "Remove deleted providers after (days)",

@@ -1,12 +1,17 @@
 from celery import shared_task
 
-from accounts import lifecycle, logic
+from accounts import deletion, lifecycle, logic
 from accounts.runtime import setting
 
 
 @shared_task(ignore_result=True)
 def purge_deleted_keys() -> int:
     return logic.purge_deleted_keys(setting("keys.deleted_purge_days"))
+
+
+@shared_task(ignore_result=True)
+def purge_deleted_users() -> list[int]:
+    return deletion.purge_deleted_users(setting("accounts.deleted_purge_days"))
 
 
 @shared_task(ignore_result=True)

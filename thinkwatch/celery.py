@@ -44,6 +44,11 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=27, hour=3),
         "options": {"expires": 3600},
     },
+    "purge-deleted-users": {
+        "task": "accounts.tasks.purge_deleted_users",
+        "schedule": crontab(minute=37, hour=3),
+        "options": {"expires": 3600},
+    },
     # Retention per log family (audit/retention.py).
     "purge-expired-logs": {
         "task": "audit.retention.purge_expired_logs",

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.test import Client
 
-from accounts import access, permissions, roles
+from accounts import access, deletion, permissions, roles
 from accounts.access import Rights
 from accounts.models import ApiKey, Role, RoleAssignment, Team
 from mcpgw.models import McpServer
@@ -125,7 +125,10 @@ class World:
 
     def reload(self, obj: Any) -> Any:
         """The object as stored now, or None if it was deleted."""
-        return type(obj).objects.filter(pk=obj.pk).first()
+        found = type(obj).objects.filter(pk=obj.pk)
+        if isinstance(obj, User):
+            found = deletion.live(found)  # deleting an account is a soft delete
+        return found.first()
 
     def form(self, url: str, /, **changes: Any) -> dict[str, Any]:
         """The POST a browser sends from this console page as a superuser sees it, with
