@@ -3,16 +3,22 @@ gateway and MCP records as `accounts.access.log_filter` allows, the admin audit 
 audit:read. The tables grow to millions of rows, so nothing here counts them, lists their
 distinct values or groups them by date on every page: pages only know whether another
 follows, filters offer fixed choices, and search matches exact values (indexed columns).
+
+With CLICKHOUSE_URL the gateway and MCP records are in ClickHouse, not in these tables:
+their pages lead to the log explorer, which reads from it (the admin audit log stays here,
+its events are written in the transaction of their change and mirrored to ClickHouse).
 """
 
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.core.paginator import Page, Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 
 from accounts.access import Rights, log_filter
 from audit.bodies import PRIVATE_COLUMNS
@@ -104,6 +110,26 @@ class LogAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).filter(log_filter(request.user))
 
 
+class StoredLogAdmin(LogAdmin):
+    """A log family that lives in ClickHouse when CLICKHOUSE_URL is set."""
+
+    explorer_tab = ""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if settings.CLICKHOUSE_URL and self.may_view(request):
+            return HttpResponseRedirect(f"{reverse('console-logs')}?tab={self.explorer_tab}")
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        if settings.CLICKHOUSE_URL and self.may_view(request) and object_id.isdigit():
+            # A ClickHouse record's id is its seq, as the explorer shows it.
+            url = reverse("console-log-record", args=[self.explorer_tab, int(object_id)])
+            return HttpResponseRedirect(url)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
 class GatewayStatusFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "outcome"
@@ -167,7 +193,8 @@ class AuditActionFilter(FixedChoicesFilter):
 
 
 @admin.register(GatewayLog)
-class GatewayLogAdmin(LogAdmin):
+class GatewayLogAdmin(StoredLogAdmin):
+    explorer_tab = "gateway"
     list_display = [
         "created_at",
         "request_id",
@@ -207,7 +234,8 @@ class AuditEventAdmin(LogAdmin):
 
 
 @admin.register(McpLog)
-class McpLogAdmin(LogAdmin):
+class McpLogAdmin(StoredLogAdmin):
+    explorer_tab = "mcp"
     list_display = [
         "created_at",
         "request_id",

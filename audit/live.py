@@ -1,7 +1,8 @@
 """The live dashboard's numbers, and the feeds that push them to open websockets.
 
-Numbers come from the log tables, aggregated in SQL: the console cannot see the gateway
-process's memory, and the log is what every other report counts. A feed computes one
+Numbers come from the log store, aggregated by it (SQL, or ClickHouse with CLICKHOUSE_URL:
+audit/clickhouse/live.py): the console cannot see the gateway process's memory, and the log
+is what every other report counts. A feed computes one
 scope's numbers once a tick (a scope is what `accounts.access.log_filter` lets a user
 see) and pushes the same result to every socket watching that scope, so ten admins with
 the dashboard open cost one computation a tick, not ten.
@@ -16,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncMinute
@@ -49,12 +51,19 @@ def _percentile(rows: QuerySet[GatewayLog], count: int, percent: int) -> float |
         return None
     rank = math.ceil(percent / 100 * count)
     ordered = rows.order_by("latency_ms").values_list("latency_ms", flat=True)
-    return round(ordered[rank - 1], 1)
+    return float(ordered[rank - 1])
 
 
-def _series(scope: Q, now: datetime) -> list[dict[str, Any]]:
-    first = now.replace(second=0, microsecond=0) - timedelta(minutes=SERIES_MINUTES - 1)
-    found: dict[datetime, Mapping[str, Any]] = {
+def _rounded(latency: float | None) -> float | None:
+    return None if latency is None else round(latency, 1)
+
+
+def _per_minute(scope: Q, first: datetime) -> dict[datetime, Mapping[str, Any]]:
+    if settings.CLICKHOUSE_URL:
+        from audit.clickhouse import live
+
+        return dict(live.per_minute(scope, first))
+    return {
         row["minute"]: row
         for row in GatewayLog.objects.filter(scope, created_at__gte=first)
         .annotate(minute=TruncMinute("created_at"))
@@ -67,6 +76,11 @@ def _series(scope: Q, now: datetime) -> list[dict[str, Any]]:
         )
         .order_by()
     }
+
+
+def _series(scope: Q, now: datetime) -> list[dict[str, Any]]:
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=SERIES_MINUTES - 1)
+    found = _per_minute(scope, first)
     points = []
     for step in range(SERIES_MINUTES):
         minute = first + timedelta(minutes=step)
@@ -93,12 +107,21 @@ def _user_names(ids: set[Any]) -> dict[Any, str]:
     return {i: known.get(i, f"user {i}") if i is not None else "(no user)" for i in ids}
 
 
+def _ranked(scope: Q, after: datetime, field: str) -> dict[str, list[dict[str, Any]]]:
+    if settings.CLICKHOUSE_URL:
+        from audit.clickhouse import live
+
+        return {order: live.top(scope, after, field, order, TOP) for order in TOP_ORDERS}
+    rows = GatewayLog.objects.filter(scope, created_at__gt=after)
+    grouped = rows.values(field).annotate(requests=Count("id"), cost=Sum("cost_usd"))
+    return {order: list(grouped.order_by(f"-{order}", field)[:TOP]) for order in TOP_ORDERS}
+
+
 def _tops(
-    rows: QuerySet[GatewayLog], field: str, names: Callable[[set[Any]], dict[Any, str]]
+    scope: Q, after: datetime, field: str, names: Callable[[set[Any]], dict[Any, str]]
 ) -> dict[str, list[dict[str, Any]]]:
     """The TOP values of `field` by requests and by cost, with readable names."""
-    grouped = rows.values(field).annotate(requests=Count("id"), cost=Sum("cost_usd"))
-    found = {order: list(grouped.order_by(f"-{order}", field)[:TOP]) for order in TOP_ORDERS}
+    found = _ranked(scope, after, field)
     named = names({row[field] for ranked in found.values() for row in ranked})
     return {
         f"by_{order}": [
@@ -109,19 +132,32 @@ def _tops(
     }
 
 
-def snapshot(scope: Q, now: datetime | None = None) -> dict[str, Any]:
-    """What the dashboard shows for the log records `scope` admits."""
-    now = now or timezone.now()
-    recent = GatewayLog.objects.filter(scope, created_at__gt=now - WINDOW)
+def _totals(scope: Q, after: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The window's gateway totals (with p50/p95 latency) and MCP totals."""
+    if settings.CLICKHOUSE_URL:
+        from audit.clickhouse import live
+
+        return live.totals(scope, after), live.mcp_totals(scope, after)
+    recent = GatewayLog.objects.filter(scope, created_at__gt=after)
     totals = recent.aggregate(
         requests=Count("id"),
         errors=Count("id", filter=_FAILED),
         tokens=Sum(_TOKENS),
         cost=Sum("cost_usd"),
     )
-    mcp = McpLog.objects.filter(scope, created_at__gt=now - WINDOW).aggregate(
+    totals["p50"] = _percentile(recent, totals["requests"], 50)
+    totals["p95"] = _percentile(recent, totals["requests"], 95)
+    mcp = McpLog.objects.filter(scope, created_at__gt=after).aggregate(
         calls=Count("id"), errors=Count("id", filter=~Q(status="ok"))
     )
+    return totals, mcp
+
+
+def snapshot(scope: Q, now: datetime | None = None) -> dict[str, Any]:
+    """What the dashboard shows for the log records `scope` admits."""
+    now = now or timezone.now()
+    after = now - WINDOW
+    totals, mcp = _totals(scope, after)
     seconds = WINDOW.total_seconds()
     requests, tokens = totals["requests"], totals["tokens"] or 0
     return {
@@ -135,14 +171,14 @@ def snapshot(scope: Q, now: datetime | None = None) -> dict[str, Any]:
         "tokens_per_second": round(tokens / seconds, 1),
         "cost_usd": _usd(totals["cost"]),
         "latency_ms": {
-            "p50": _percentile(recent, requests, 50),
-            "p95": _percentile(recent, requests, 95),
+            "p50": _rounded(totals["p50"]),
+            "p95": _rounded(totals["p95"]),
         },
         "mcp_calls": mcp["calls"],
         "mcp_errors": mcp["errors"],
         "series": _series(scope, now),
-        "top_models": _tops(recent, "model", _model_names),
-        "top_users": _tops(recent, "user_id", _user_names),
+        "top_models": _tops(scope, after, "model", _model_names),
+        "top_users": _tops(scope, after, "user_id", _user_names),
     }
 
 
