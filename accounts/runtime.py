@@ -148,6 +148,72 @@ SPECS: tuple[Spec, ...] = (
         check=_http_url("gateway.public_url"),
     ),
     Spec(
+        "gateway.routing_strategy",
+        "Gateway",
+        "Routing strategy",
+        "How the routes of a model are ordered when the model does not say: weighted "
+        "(random by weight), latency (lowest moving average), healthiest (fewest recent "
+        "failures) or cheapest (route price).",
+        str,
+        lambda: "weighted",
+        choices=("weighted", "latency", "healthiest", "cheapest"),
+    ),
+    Spec(
+        "gateway.retry_attempts",
+        "Gateway",
+        "Attempts per request",
+        "How many routes (or times) a request is tried when the provider fails with a "
+        "connect error, 408, 429 or 5xx; 1: no retry.",
+        int,
+        lambda: 3,
+        minimum=1,
+        maximum=10,
+    ),
+    Spec(
+        "gateway.retry_backoff_ms",
+        "Gateway",
+        "Retry backoff base (ms)",
+        "Before trying a route again: a random wait up to this, doubled at each retry (a "
+        "provider's Retry-After takes its place). Another route is tried without waiting.",
+        int,
+        lambda: 250,
+        minimum=0,
+        maximum=60000,
+    ),
+    Spec(
+        "gateway.retry_max_wait_ms",
+        "Gateway",
+        "Longest retry wait (ms)",
+        "A retry that would wait longer than this (e.g. for a long Retry-After) is not made: "
+        "the client gets the provider's answer.",
+        int,
+        lambda: 10000,
+        minimum=0,
+        maximum=300000,
+    ),
+    Spec(
+        "gateway.breaker_failures",
+        "Gateway",
+        "Circuit breaker: failures to open",
+        "Consecutive failures of a route (connect errors, timeouts, 408, 429, 5xx, broken "
+        "streams) after which the gateway stops using it for a while.",
+        int,
+        lambda: 5,
+        minimum=1,
+        maximum=1000,
+    ),
+    Spec(
+        "gateway.breaker_open_seconds",
+        "Gateway",
+        "Circuit breaker: pause (seconds)",
+        "How long an open route is left alone before one trial call decides whether it "
+        "is back.",
+        int,
+        lambda: 30,
+        minimum=1,
+        maximum=3600,
+    ),
+    Spec(
         "accounts.default_role",
         "Accounts",
         "Role for new accounts",

@@ -92,6 +92,9 @@ class GatewayLog(Chained):
     # True when the provider's usage never arrived (the client left mid-stream) and the
     # token counts were estimated from what was seen.
     usage_estimated = models.BooleanField(default=False)
+    # How the request was routed (gateway/routing.py): the strategy, each attempt (route,
+    # provider, why it was chosen, its outcome, its time) and the routes skipped.
+    routing = models.JSONField(null=True, blank=True)
     # Captured bodies (audit/bodies.py): NULL when capture was off. Redacted before they
     # were written anywhere; `body_redactions` counts what was replaced, by kind. Bodies
     # above the inline cap live in S3-compatible storage at `body_ref`, whose content has

@@ -1,5 +1,6 @@
 """What one gateway request cost, and the log record that says so."""
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +15,20 @@ from quotas.counters import Verdict
 if TYPE_CHECKING:
     from accounts.cache import KeyGrant
     from providers.cache import Upstream
+
+
+STOPPED = "The gateway stopped before the request finished: its drain time ran out."
+
+
+def _cancelled() -> bool:
+    """Whether the request's task is being cancelled. Besides a client leaving (which the
+    handler records first), only uvicorn cancels requests: those still running when
+    THINKWATCH_DRAIN_SECONDS have passed after SIGTERM."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop: a synchronous caller
+        return False
+    return task is not None and task.cancelling() > 0
 
 
 class Call:
@@ -32,6 +47,7 @@ class Call:
         "price",
         "quota",
         "request",
+        "routing",
         "started",
         "started_wall",
         "status",
@@ -61,6 +77,7 @@ class Call:
         self.disconnected = False
         self.estimated = False
         self.quota: Verdict | None = None  # the request's admission, settled at the end
+        self.routing: Any = None  # gateway.routing.Attempts, when a route was chosen
         # The request's bodies when audit.capture_bodies is on (audit/bodies.py).
         self.capture = bodies.gateway_capture(request.body)
         self._done = False
@@ -84,6 +101,9 @@ class Call:
         self._done = True
         if getattr(self.request, "client_disconnected", False):
             self.disconnected = True
+        elif _cancelled():  # with its client still there: the drain time ran out (SIGTERM)
+            self.disconnected = False
+            self.fail(503, "gateway_stopped", STOPPED)
         admission.settle(self)
         if self.capture is None:
             logs.submit(self._record())
@@ -122,4 +142,5 @@ class Call:
             "user_agent": meta.get("HTTP_USER_AGENT", "")[:512],
             "disconnected": self.disconnected,
             "usage_estimated": self.estimated,
+            "routing": self.routing.record() if self.routing is not None else None,
         }

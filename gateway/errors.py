@@ -22,6 +22,18 @@ class GatewayError(Exception):
         self.message = message
         self.code = code
         self.headers = headers or {}
+        # Set for a provider's failure (gateway/proxy.py), read by routing (gateway/routing.py):
+        self.outcome = ""  # what happened, in a word or two: "http_503", "connect_error"
+        self.retryable = False  # another attempt may succeed: connect error, 408, 429, 5xx
+        self.unhealthy = False  # counts against the route's breaker and health
+        self.retry_after: float | None = None  # the provider's Retry-After, in seconds
+
+    def upstream_failure(
+        self, outcome: str, retryable: bool, unhealthy: bool, retry_after: float | None = None
+    ) -> "GatewayError":
+        self.outcome, self.retryable, self.unhealthy = outcome, retryable, unhealthy
+        self.retry_after = retry_after
+        return self
 
 
 def bad_request(message: str, code: str = "invalid_request") -> GatewayError:

@@ -30,19 +30,25 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _RELAYED = {400, 404, 409, 413, 415, 422}
 
 
-def _timed_out(upstream: Upstream) -> GatewayError:
-    return upstream_timeout(f"The provider '{upstream.provider_name}' did not answer in time.")
+def _timed_out(upstream: Upstream, connecting: bool = False) -> GatewayError:
+    """A timeout: retried only while connecting (nothing was sent); a read timeout is not
+    (the provider may be generating, and billing, the answer)."""
+    error = upstream_timeout(f"The provider '{upstream.provider_name}' did not answer in time.")
+    if connecting:
+        return error.upstream_failure("connect_timeout", retryable=True, unhealthy=True)
+    return error.upstream_failure("timeout", retryable=False, unhealthy=True)
 
 
-def _broken(upstream: Upstream, exc: Exception) -> GatewayError:
+def _broken(upstream: Upstream, exc: Exception, before_answer: bool = True) -> GatewayError:
+    """A broken connection: retried when nothing of an answer had arrived yet."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return upstream_error(
             f"Could not connect to the provider '{upstream.provider_name}'.", "upstream_unreachable"
-        )
+        ).upstream_failure("connect_error", retryable=True, unhealthy=True)
     return upstream_error(
         f"The connection to the provider '{upstream.provider_name}' failed.",
         "upstream_connection_error",
-    )
+    ).upstream_failure("connection_error", retryable=before_answer, unhealthy=True)
 
 
 async def open_upstream(
@@ -56,8 +62,8 @@ async def open_upstream(
         target = URL(url, encoded=True)  # sent exactly as signed
     try:
         return await http.session().post(target, data=body, headers=sent, timeout=endpoint.timeout)
-    except TimeoutError:
-        raise _timed_out(upstream) from None
+    except TimeoutError as exc:
+        raise _timed_out(upstream, isinstance(exc, aiohttp.ConnectionTimeoutError)) from None
     except aiohttp.ClientError as exc:
         raise _broken(upstream, exc) from None
 
@@ -82,13 +88,13 @@ async def refusal(upstream: Upstream, response: aiohttp.ClientResponse, asked: s
             "aws_error": response.headers.get("x-amzn-ErrorType", ""),
         },
     )
-    name = upstream.provider_name
+    name, outcome = upstream.provider_name, f"http_{status}"
     if auth_failed:
         return upstream_error(
             f"The provider '{name}' refused the gateway's credentials; an administrator must "
             "check this provider's API key.",
             "upstream_auth_failed",
-        )
+        ).upstream_failure(outcome, retryable=False, unhealthy=True)
     if status in _RELAYED:
         code = detail.get("code")
         return GatewayError(
@@ -98,7 +104,7 @@ async def refusal(upstream: Upstream, response: aiohttp.ClientResponse, asked: s
                 upstream.upstream_model, asked
             ),
             str(code) if isinstance(code, str) else None,
-        )
+        ).upstream_failure(outcome, retryable=False, unhealthy=False)
     if status == 429:
         retry_after = response.headers.get("Retry-After")
         return GatewayError(
@@ -107,10 +113,15 @@ async def refusal(upstream: Upstream, response: aiohttp.ClientResponse, asked: s
             f"The provider '{name}' is rate limiting this gateway; retry later.",
             "upstream_rate_limited",
             {"Retry-After": retry_after} if retry_after else None,
-        )
+        ).upstream_failure(outcome, True, True, http.retry_after_seconds(retry_after))
     if status == 408:
-        return _timed_out(upstream)
-    return upstream_error(f"The provider '{name}' returned HTTP {status}.")
+        error = upstream_timeout(f"The provider '{name}' did not answer in time.")
+        return error.upstream_failure(outcome, retryable=True, unhealthy=True)
+    error = upstream_error(f"The provider '{name}' returned HTTP {status}.")
+    if status >= 500:
+        wait = http.retry_after_seconds(response.headers.get("Retry-After"))
+        return error.upstream_failure(outcome, True, True, wait)
+    return error.upstream_failure(outcome, retryable=False, unhealthy=False)
 
 
 def _error_detail(raw: bytes) -> dict[str, Any]:
@@ -283,7 +294,10 @@ async def stream(
     error_event: Callable[[GatewayError], bytes],
     estimated_input: int,
     headers: dict[str, str] | None = None,
+    on_end: Callable[[bool], None] | None = None,
 ) -> StreamingHttpResponse:
+    """Open the provider's stream and wait for its first bytes; until they arrive a failure
+    is the view's to handle (it may try another route), after that the relay's."""
     response = await open_upstream(upstream, url, body, headers)
     if response.status >= 300:
         try:
@@ -295,13 +309,41 @@ async def stream(
         raise upstream_error(
             f"The provider '{upstream.provider_name}' did not answer with a stream.",
             "upstream_invalid_response",
-        )
+        ).upstream_failure("not_a_stream", retryable=False, unhealthy=True)
+    # Until the first bytes, the client leaving cancels the request (nothing was sent).
+    call.request.cancel_on_disconnect = True
+    try:
+        first = await _first_bytes(upstream, response)
+    finally:
+        call.request.cancel_on_disconnect = False
     call.streamed = True
     call.status = 200
-    relay = Relay(call, upstream, response, translator, error_event, estimated_input)
+    relay = Relay(call, upstream, response, translator, error_event, estimated_input, first)
+    relay.on_end = on_end
     reply = EventStream(relay)
     reply["x-thinkwatch-provider"] = upstream.provider_name
     return reply
+
+
+async def _first_bytes(upstream: Upstream, response: aiohttp.ClientResponse) -> bytes:
+    try:
+        first = await response.content.readany()
+    except TimeoutError:
+        response.close()
+        raise _timed_out(upstream) from None
+    except aiohttp.ClientError as exc:
+        response.close()
+        raise _broken(upstream, exc) from None
+    except BaseException:  # cancelled: the client left
+        response.close()
+        raise
+    if not first:
+        response.close()
+        raise upstream_error(
+            f"The provider '{upstream.provider_name}' ended the stream before sending anything.",
+            "upstream_stream_error",
+        ).upstream_failure("empty_stream", retryable=True, unhealthy=True)
+    return first
 
 
 class Relay:
@@ -319,12 +361,16 @@ class Relay:
         translator: Translator,
         error_event: Callable[[GatewayError], bytes],
         estimated_input: int,
+        first: bytes = b"",
     ) -> None:
         self.call, self.upstream, self.response = call, upstream, response
         self.translator, self.error_event = translator, error_event
         self.estimated_input = estimated_input
+        self.first = first  # read before the response began (gateway/proxy.stream)
         self.complete = False
         self.closed = False
+        # Told whether the provider's stream ran to its end cleanly (routing's health).
+        self.on_end: Callable[[bool], None] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -335,7 +381,7 @@ class Relay:
         keep = call.capture.stream if call.capture is not None else None
         try:
             try:
-                async for chunk in self.response.content.iter_any():
+                async for chunk in self._chunks():
                     out = translator.forward(chunk)
                     if out:
                         call.first_byte()
@@ -373,6 +419,13 @@ class Relay:
         finally:
             self.close()
 
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        if self.first:
+            first, self.first = self.first, b""
+            yield first
+        async for chunk in self.response.content.iter_any():
+            yield chunk
+
     def _sent(self, event: bytes) -> bytes:
         if self.call.capture is not None:
             self.call.capture.stream(event)
@@ -397,4 +450,7 @@ class Relay:
             self.response.release()
         else:
             self.response.close()
+        if self.on_end is not None:
+            # A client that left is not the provider's failure; a broken stream is.
+            self.on_end(self.complete or (call.disconnected and not call.error_code))
         call.finish()

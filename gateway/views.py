@@ -3,6 +3,7 @@ a warm request touches no database."""
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from accounts.cache import KeyGrant
 from accounts.models import Surface
-from gateway import errors, proxy
+from gateway import errors, proxy, routing
 from gateway.accounting import Call
 from gateway.auth import authenticate
 from gateway.errors import GatewayError
@@ -103,17 +104,28 @@ def _forwarded(request: HttpRequest, ingress: Ingress) -> dict[str, str] | None:
     return found or None
 
 
+async def _routed(call: Call, grant: KeyGrant) -> routing.Attempts:
+    """The routes the call's model may take, in the order they will be tried."""
+    plan = await plan_for(grant, call.model)
+    subject = f"u{grant.owner_id}" if grant.owner_id is not None else f"k{grant.id}"
+    call.routing = attempts = await routing.attempts(plan, subject)
+    assert attempts.current is not None
+    call.upstream, call.price = attempts.current, plan.price_of(attempts.current)
+    return attempts
+
+
 async def _admitted(
     call: Call, grant: KeyGrant, body_bytes: int, max_tokens: int | None
-) -> Upstream:
-    """Pick the route for the call's model and admit the request against every rule and
-    budget at its worst-case cost (raises the 429 when a limit says no)."""
-    plan = await plan_for(grant, call.model)
-    call.price = plan.price
-    call.upstream = upstream = plan.pick()
-    cost = admission.worst_case(plan.price, body_bytes, max_tokens)
-    await admission.admit(call, "ai_gateway", _subjects(call, upstream), cost)
-    return upstream
+) -> routing.Attempts:
+    """Order the routes for the call's model and admit the request against every rule
+    and budget at its worst-case cost on the first route (raises the 429 when a limit
+    says no). Admission happens once: a request that fails over stays counted against
+    the first route's provider limits until it settles at its real cost."""
+    attempts = await _routed(call, grant)
+    assert call.upstream is not None
+    cost = admission.worst_case(call.price, body_bytes, max_tokens)
+    await admission.admit(call, "ai_gateway", _subjects(call, call.upstream), cost)
+    return attempts
 
 
 async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
@@ -126,12 +138,19 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = ingress.parse(request.body)
         call.model = payload["model"]
-        upstream = await _admitted(call, grant, len(request.body), ingress.max_tokens(payload))
+        attempts = await _admitted(call, grant, len(request.body), ingress.max_tokens(payload))
         if payload.get("stream"):
-            response = await _stream(request, call, ingress, payload, upstream)
+            response = await attempts.run(
+                call,
+                lambda upstream: _stream(
+                    request, call, ingress, payload, upstream, attempts.stream_ended
+                ),
+            )
             handed_off = True  # the stream writes the log record when it ends
         else:
-            response = await _complete(request, call, ingress, payload, upstream)
+            response = await attempts.run(
+                call, lambda upstream: _complete(request, call, ingress, payload, upstream)
+            )
         for name, value in admission.headers(call.quota).items():
             response[name] = value
         return response
@@ -189,7 +208,12 @@ async def _complete(
 
 
 async def _stream(
-    request: HttpRequest, call: Call, ingress: Ingress, payload: dict[str, Any], upstream: Upstream
+    request: HttpRequest,
+    call: Call,
+    ingress: Ingress,
+    payload: dict[str, Any],
+    upstream: Upstream,
+    on_end: Callable[[bool], None],
 ) -> HttpResponseBase:
     endpoint, asked = upstream.endpoint, call.model
     operation = ingress.passthrough(endpoint.spec)
@@ -207,6 +231,7 @@ async def _stream(
             ingress.error_event,
             scan.estimated_input,
             _forwarded(request, ingress),
+            on_end,
         )
     canonical = ingress.decode(payload)
     provider = PROVIDER_FORMATS[endpoint.spec.format]
@@ -217,7 +242,14 @@ async def _stream(
     translator = proxy.Conversion(provider.stream_decoder(), ingress.stream_encoder(asked, payload))
     url = _operation(upstream, "chat_stream")
     return await proxy.stream(
-        call, upstream, url, body, translator, ingress.error_event, estimate_input_tokens(body)
+        call,
+        upstream,
+        url,
+        body,
+        translator,
+        ingress.error_event,
+        estimate_input_tokens(body),
+        on_end=on_end,
     )
 
 
@@ -311,12 +343,15 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = embedding_format.parse_request(request.body)
         call.model = payload["model"]
-        upstream = await _admitted(call, grant, len(request.body), 0)
-        dialect = upstream.endpoint.spec.embedding_dialect
-        embed = _EMBEDDERS.get(dialect)
-        if embed is None:
-            raise c.Unsupported("embeddings", f"the provider '{upstream.provider_name}'")
-        response = await embed(request, call, payload, upstream)
+        attempts = await _admitted(call, grant, len(request.body), 0)
+
+        async def send(upstream: Upstream) -> HttpResponse:
+            embed = _EMBEDDERS.get(upstream.endpoint.spec.embedding_dialect)
+            if embed is None:
+                raise c.Unsupported("embeddings", f"the provider '{upstream.provider_name}'")
+            return await embed(request, call, payload, upstream)
+
+        response = await attempts.run(call, send)
         for name, value in admission.headers(call.quota).items():
             response[name] = value
         return response
@@ -429,25 +464,29 @@ async def count_tokens(request: HttpRequest) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = anthropic.parse_count_request(request.body)
         call.model = payload["model"]
-        plan = await plan_for(grant, call.model)
-        call.upstream = upstream = plan.pick()
-        fmt = upstream.endpoint.spec.format
-        if fmt == "anthropic":
-            body, _ = anthropic.upstream_body(payload, request.body, upstream.upstream_model, False)
-            url = _operation(upstream, "count_tokens")
-            answer, _ = await proxy.fetch(
-                upstream, url, body, call.model, _forwarded(request, ingress)
-            )
-            count, estimated = int(answer["input_tokens"]), False
-        elif fmt == "gemini":
-            canonical = anthropic.decode_request({**payload, "max_tokens": 1})
-            body = orjson.dumps(gemini.encode_count(canonical, upstream.upstream_model))
-            answer, _ = await proxy.fetch(
-                upstream, _operation(upstream, "count_tokens"), body, call.model
-            )
-            count, estimated = int(answer["totalTokens"]), False
-        else:
-            count, estimated = estimate_input_tokens(request.body), True
+        attempts = await _routed(call, grant)
+
+        async def send(upstream: Upstream) -> tuple[int, bool]:
+            fmt = upstream.endpoint.spec.format
+            if fmt == "anthropic":
+                body, _ = anthropic.upstream_body(
+                    payload, request.body, upstream.upstream_model, False
+                )
+                url = _operation(upstream, "count_tokens")
+                answer, _ = await proxy.fetch(
+                    upstream, url, body, call.model, _forwarded(request, ingress)
+                )
+                return int(answer["input_tokens"]), False
+            if fmt == "gemini":
+                canonical = anthropic.decode_request({**payload, "max_tokens": 1})
+                body = orjson.dumps(gemini.encode_count(canonical, upstream.upstream_model))
+                answer, _ = await proxy.fetch(
+                    upstream, _operation(upstream, "count_tokens"), body, call.model
+                )
+                return int(answer["totalTokens"]), False
+            return estimate_input_tokens(request.body), True
+
+        count, estimated = await attempts.run(call, send)
         call.status = 200
         response = _answer(call, _json({"input_tokens": count}))
         if estimated:

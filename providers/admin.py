@@ -94,7 +94,7 @@ class RouteInline(GovernedInline, admin.TabularInline):
     area = "routes"
     model = Route
     extra = 1
-    fields = ["provider", "upstream_model", "weight", "enabled"]
+    fields = ["provider", "upstream_model", "weight", "enabled", "input_price", "output_price"]
 
 
 @admin.register(AIModel)
@@ -106,9 +106,10 @@ class AIModelAdmin(Governed, admin.ModelAdmin):
         "input_price",
         "output_price",
         "enabled",
+        "routing_strategy",
         "route_count",
     ]
-    list_filter = ["enabled"]
+    list_filter = ["enabled", "routing_strategy"]
     search_fields = ["model_id", "display_name"]
     inlines = [RouteInline]
     fieldsets = [
@@ -118,6 +119,7 @@ class AIModelAdmin(Governed, admin.ModelAdmin):
             {"fields": ["input_price", "output_price", "cached_input_price"]},
         ),
         ("Quota weights", {"fields": ["input_multiplier", "output_multiplier"]}),
+        ("Routing", {"fields": ["routing_strategy", "affinity_seconds"]}),
     ]
 
     @admin.display(description="routes")

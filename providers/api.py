@@ -111,6 +111,19 @@ def delete_provider(request: HttpRequest, provider_id: int) -> Status[None]:
     return Status(204, None)
 
 
+Strategy = Literal["", "weighted", "latency", "healthiest", "cheapest"]
+STRATEGY_HELP = (
+    "How the model's routes are ordered: weighted, latency (lowest moving average), "
+    "healthiest (fewest recent failures), cheapest; empty: the global default "
+    "(runtime setting gateway.routing_strategy)."
+)
+AFFINITY_HELP = (
+    "Keep a user (or service key) on the route that last served them for this many "
+    "seconds while it stays healthy; 0: off."
+)
+ROUTE_PRICE_HELP = "USD per 1M tokens on this route; null: the model's price."
+
+
 class ModelOut(Schema):
     id: int
     model_id: str
@@ -121,6 +134,8 @@ class ModelOut(Schema):
     input_multiplier: Decimal
     output_multiplier: Decimal
     enabled: bool
+    routing_strategy: str
+    affinity_seconds: int
     created_at: datetime
     updated_at: datetime
 
@@ -134,6 +149,8 @@ class ModelIn(Schema):
     input_multiplier: Decimal = Field(Decimal(1), ge=0)
     output_multiplier: Decimal = Field(Decimal(1), ge=0)
     enabled: bool = True
+    routing_strategy: Strategy = Field("", description=STRATEGY_HELP)
+    affinity_seconds: int = Field(0, ge=0, le=86400, description=AFFINITY_HELP)
 
 
 class ModelPatch(Schema):
@@ -144,6 +161,8 @@ class ModelPatch(Schema):
     input_multiplier: Decimal | None = Field(None, ge=0)
     output_multiplier: Decimal | None = Field(None, ge=0)
     enabled: bool | None = None
+    routing_strategy: Strategy | None = Field(None, description=STRATEGY_HELP)
+    affinity_seconds: int | None = Field(None, ge=0, le=86400, description=AFFINITY_HELP)
 
 
 @models_router.get("", response=list[ModelOut])
@@ -184,6 +203,8 @@ class RouteOut(Schema):
     upstream_model: str
     weight: int
     enabled: bool
+    input_price: Decimal | None
+    output_price: Decimal | None
     created_at: datetime
 
 
@@ -192,12 +213,16 @@ class RouteIn(Schema):
     upstream_model: str = Field("", max_length=200, description="Empty: send the model id as is.")
     weight: int = Field(100, ge=1)
     enabled: bool = True
+    input_price: Decimal | None = Field(None, ge=0, description=ROUTE_PRICE_HELP)
+    output_price: Decimal | None = Field(None, ge=0, description=ROUTE_PRICE_HELP)
 
 
 class RoutePatch(Schema):
     upstream_model: str | None = Field(None, max_length=200)
     weight: int | None = Field(None, ge=1)
     enabled: bool | None = None
+    input_price: Decimal | None = Field(None, ge=0, description=ROUTE_PRICE_HELP)
+    output_price: Decimal | None = Field(None, ge=0, description=ROUTE_PRICE_HELP)
 
 
 @models_router.get("/{model_pk}/routes", response=list[RouteOut])

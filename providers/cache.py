@@ -4,7 +4,6 @@ once, here, and live only in this process's memory.
 """
 
 import logging
-import random
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -51,12 +50,13 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """One route of a model: where to send it and under which name."""
+    """One route of a model: where to send it, under which name, at which price."""
 
     endpoint: Endpoint
     upstream_model: str
     weight: int
     route_id: int | None
+    price: Price | None = None  # the route's own price; None: the model's
 
     @property
     def provider_id(self) -> int:
@@ -65,6 +65,14 @@ class Upstream:
     @property
     def provider_name(self) -> str:
         return self.endpoint.name
+
+    @property
+    def key(self) -> str:
+        """Names the route for its breaker, statistics and affinity: the route's id, or
+        for a model served by prefix, the provider and the model name."""
+        if self.route_id is not None:
+            return f"r{self.route_id}"
+        return f"p{self.endpoint.id}:{self.upstream_model}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +84,11 @@ class ModelPlan:
     upstreams: tuple[Upstream, ...]
     created: int = 0  # unix time the model was registered
     display_name: str = ""
+    strategy: str = ""  # empty: the global default (gateway.routing_strategy)
+    affinity_seconds: int = 0
 
-    def pick(self) -> Upstream:
-        if len(self.upstreams) == 1:
-            return self.upstreams[0]
-        return random.choices(self.upstreams, weights=[u.weight for u in self.upstreams])[0]
+    def price_of(self, upstream: Upstream) -> Price:
+        return upstream.price or self.price
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +154,28 @@ def _price(model: AIModel) -> Price:
     )
 
 
+def _route_price(route: Route, model: Price) -> Price | None:
+    """The route's price where it sets one (the rest, and the quota weights, from the
+    model's). A route priced differently has its cached input at its input price unless
+    the model discounts cached input: then by the same ratio."""
+    if route.input_price is None and route.output_price is None:
+        return None
+    given = float(route.input_price) / _PER_MILLION if route.input_price is not None else None
+    input_price = model.input if given is None else given
+    ratio = model.cached_input / model.input if model.input else 1.0
+    return Price(
+        input=input_price,
+        output=(
+            float(route.output_price) / _PER_MILLION
+            if route.output_price is not None
+            else model.output
+        ),
+        cached_input=input_price * ratio,
+        input_weight=model.input_weight,
+        output_weight=model.output_weight,
+    )
+
+
 def load_route_table() -> RouteTable:
     endpoints: dict[int, Endpoint] = {}
     prefixes: list[tuple[str, Endpoint]] = []
@@ -157,12 +187,18 @@ def load_route_table() -> RouteTable:
         # The oldest enabled provider of a type serves that type's default prefixes.
         claimed = {prefix for prefix, _ in prefixes}
         prefixes += [(p, endpoint) for p in provider.spec.default_prefixes if p not in claimed]
+    prices = {m.pk: (m, _price(m)) for m in AIModel.objects.all()}
     routes: dict[int, list[Upstream]] = {}
-    for route in Route.objects.filter(enabled=True).select_related("model").order_by("pk"):
+    for route in Route.objects.filter(enabled=True).order_by("pk"):
         endpoint = endpoints.get(route.provider_id)
+        model, price = prices[route.model_id]
         if endpoint is not None:
             upstream = Upstream(
-                endpoint, route.upstream_model or route.model.model_id, route.weight, route.pk
+                endpoint,
+                route.upstream_model or model.model_id,
+                route.weight,
+                route.pk,
+                _route_price(route, price),
             )
             routes.setdefault(route.model_id, []).append(upstream)
     models = {
@@ -170,12 +206,14 @@ def load_route_table() -> RouteTable:
             m.model_id,
             True,
             m.enabled,
-            _price(m),
+            price,
             tuple(routes.get(m.pk, ())),
             int(m.created_at.timestamp()),
             m.display_name,
+            m.routing_strategy,
+            m.affinity_seconds,
         )
-        for m in AIModel.objects.all()
+        for m, price in prices.values()
     }
     prefixes.sort(key=lambda item: -len(item[0]))
     return RouteTable(models, tuple(prefixes), len(endpoints))

@@ -2,7 +2,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, router, transaction
 from django.db.models.signals import post_delete
 from django.utils import timezone
@@ -211,7 +211,28 @@ class AIModel(models.Model):
         default=Decimal(1),
         validators=[MinValueValidator(Decimal(0))],
     )
-    enabled = models.BooleanField(default=True, help_text="Off: the gateway refuses this model.")
+    enabled = models.BooleanField(
+        default=True, help_text="Off: the gateway refuses this model (the kill switch)."
+    )
+    routing_strategy = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=[
+            ("weighted", "Weighted (random by route weight)"),
+            ("latency", "Lowest latency (EWMA)"),
+            ("healthiest", "Healthiest (fewest recent failures)"),
+            ("cheapest", "Cheapest route first"),
+        ],
+        help_text="How the gateway orders this model's routes; empty: the global default "
+        "(runtime setting gateway.routing_strategy).",
+    )
+    affinity_seconds = models.PositiveIntegerField(
+        "route affinity (seconds)",
+        default=0,
+        validators=[MaxValueValidator(86400)],
+        help_text="Keep sending a user (or a service key) to the route that last served "
+        "them for this long while it stays healthy; 0: off.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -235,7 +256,26 @@ class Route(models.Model):
         help_text="The name the provider knows; empty sends the model id unchanged.",
     )
     weight = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
-    enabled = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True, help_text="Off: the gateway stops using it.")
+    input_price = models.DecimalField(
+        "input price (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="What this route costs, when it differs from the model's price; empty: the "
+        "model's. The cheapest strategy and the cost of requests it serves use it.",
+    )
+    output_price = models.DecimalField(
+        "output price (USD per 1M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Empty: the model's.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

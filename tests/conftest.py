@@ -154,9 +154,38 @@ def forget_quota_counts() -> None:
         import redis
 
         client = redis.Redis.from_url(settings.REDIS_URL)
-        for key in client.scan_iter(match="tw:q:*", count=1000):
-            client.delete(key)
+        # Quota counts, and the routes' shared breakers and affinities (route ids repeat
+        # from one test database to the next).
+        for pattern in ("tw:q:*", "tw:route:*"):
+            for key in client.scan_iter(match=pattern, count=1000):
+                client.delete(key)
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime_settings() -> Iterator[None]:
+    """Runtime settings read from the table again after a test changed them (code on an
+    event loop keeps the copy the gateway last loaded: LiveServer reloads it at start)."""
+    from accounts import runtime
+
+    runtime.store.clear()
+    yield
+    runtime.store.clear()
+
+
+@pytest.fixture(scope="session")
+def fake_backup() -> Iterator[FakeOpenAI]:
+    """A second OpenAI fake: the other provider of a model routed two ways."""
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def backup(fake_backup: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    fake_backup.reset()
+    yield fake_backup
+    fake_backup.reset()
 
 
 @pytest.fixture(autouse=True)
@@ -175,9 +204,11 @@ def _forget_audit_streams() -> None:
 
 @pytest.fixture
 def gateway(transactional_db: None, upstream: FakeOpenAI) -> Iterator[LiveServer]:
+    from gateway import routing
     from thinkwatch.asgi import gateway as app
 
     forget_quota_counts()
+    routing.clear()  # breakers and latencies of an earlier test's routes
     with LiveServer(app) as server:
         yield server
 

@@ -363,6 +363,7 @@ _BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def _breakers() -> Iterator[Metric]:
+    from gateway import routing
     from mcpgw import upstream
 
     worst: dict[int, int] = {}
@@ -378,6 +379,12 @@ def _breakers() -> Iterator[Metric]:
     for server_id, state in sorted(worst.items()):
         name = _mcp_servers.get(server_id, f"server-{server_id}")
         family.add_metric(["mcp_gateway", name], state)
+    now = time.time()
+    # Every route a request was routed over ("provider/upstream model": one per route).
+    for key, name in sorted(dict(routing.names).items(), key=lambda item: item[1]):
+        breaker = routing.breakers.local.get(key)
+        state = breaker.state(now) if breaker is not None else "closed"
+        family.add_metric(["ai_gateway", name], _BREAKER_STATES[state])
     yield family
 
 

@@ -71,6 +71,31 @@ class Col:
         return f"{self.name} {kind}{codec}"
 
 
+def add_missing_columns(
+    database: str, features: Features, tables: dict[str, list[Col]]
+) -> list[str]:
+    """`ALTER TABLE ... ADD COLUMN` for each column not there yet. 18.16 has no `ADD COLUMN
+    IF NOT EXISTS`: columns already present (a run interrupted after some of its
+    statements) are left out when the statements are rendered, so a second run does the
+    rest."""
+    statements = []
+    for name, columns in tables.items():
+        present = {
+            column
+            for (column,) in client.execute(
+                "SELECT name FROM system.columns WHERE database = %(database)s "
+                "AND table = %(table)s",
+                {"database": database, "table": name},
+            )
+        }
+        statements += [
+            f"ALTER TABLE {database}.{name} ADD COLUMN {column.ddl(features)}"
+            for column in columns
+            if column.name not in present
+        ]
+    return statements
+
+
 def table(family: str) -> str:
     """`database.table` of a family (both names are ours or checked by settings.py)."""
     return f"{client.current().database}.{TABLES[family]}"

@@ -1,7 +1,6 @@
 """Security headers on every console response, pages that need nothing the CSP forbids,
 and CORS for /api/ from the runtime setting."""
 
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -15,13 +14,6 @@ from accounts import runtime
 from tests.factories import McpCredentialFactory, McpServerFactory, ProviderFactory, make_key
 
 TOOLS = "https://tools.example.com"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_settings() -> Iterator[None]:
-    runtime.store.clear()
-    yield
-    runtime.store.clear()
 
 
 @pytest.fixture

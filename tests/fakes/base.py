@@ -31,6 +31,7 @@ class Script:
     signature: str = "EqQBCkYIARgCIkDfakesignature"  # Anthropic's signature on the thinking
     stop: str = "end"  # "end" or "max_tokens"
     status: int = 200
+    fail_times: int | None = None  # answer `status` this many times, then succeed
     error: dict[str, Any] | None = None  # body of a non-2xx answer
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before the response starts
@@ -82,6 +83,7 @@ class FakeServer:
         self._script = Script()
         self.requests: list[Seen] = []
         self.cut_streams = 0
+        self.failures_sent = 0
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -98,11 +100,23 @@ class FakeServer:
 
     def script(self, **changes: Any) -> None:
         self._script = replace(Script(), **changes)
+        self.failures_sent = 0
+
+    def failing(self) -> bool:
+        """Whether this request gets the script's error status (counted)."""
+        script = self._script
+        if script.status < 300:
+            return False
+        if script.fail_times is not None and self.failures_sent >= script.fail_times:
+            return False
+        self.failures_sent += 1
+        return True
 
     def reset(self) -> None:
         self._script = Script()
         self.requests.clear()
         self.cut_streams = 0
+        self.failures_sent = 0
 
     def start(self) -> "FakeServer":
         self._thread.start()

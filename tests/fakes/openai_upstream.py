@@ -122,7 +122,7 @@ class FakeOpenAI(FakeServer):
         canned = self.canned()
         if canned is not None:
             return canned
-        if script.status >= 300:
+        if self.failing():
             return web.json_response(
                 {"error": script.error or DEFAULT_ERROR},
                 status=script.status,

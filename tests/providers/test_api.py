@@ -1,5 +1,7 @@
 """Providers, models and routes through the management API."""
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -145,5 +147,41 @@ def test_it_rejects_a_negative_price(api: Client) -> None:
     response = api.post(
         "/api/models", {"model_id": "m", "input_price": "-1"}, content_type="application/json"
     )
+
+    assert response.status_code == 422
+
+
+def test_it_sets_a_models_routing_and_a_routes_own_price(api: Client) -> None:
+    route = RouteFactory()
+    model = route.model
+
+    changed = api.patch(
+        f"/api/models/{model.pk}",
+        {"routing_strategy": "cheapest", "affinity_seconds": 300},
+        content_type="application/json",
+    ).json()
+    priced = api.patch(
+        f"/api/models/{model.pk}/routes/{route.pk}",
+        {"input_price": "0.05", "output_price": "0.2"},
+        content_type="application/json",
+    ).json()
+
+    assert (changed["routing_strategy"], changed["affinity_seconds"]) == ("cheapest", 300)
+    route.refresh_from_db()
+    assert (Decimal(priced["input_price"]), Decimal(priced["output_price"])) == (
+        Decimal("0.05"),
+        Decimal("0.2"),
+    )
+    assert (route.input_price, route.output_price) == (Decimal("0.05"), Decimal("0.2"))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"routing_strategy": "fastest"}, {"affinity_seconds": -1}, {"affinity_seconds": 86401}],
+)
+def test_it_rejects_an_unknown_strategy_or_affinity(api: Client, change: dict[str, object]) -> None:
+    model = AIModelFactory()
+
+    response = api.patch(f"/api/models/{model.pk}", change, content_type="application/json")
 
     assert response.status_code == 422

@@ -5,6 +5,8 @@ httpx.AsyncClient served ~455 RPS and with aiohttp ~2,500 RPS (docs/decisions.md
 """
 
 import asyncio
+import time
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 from django.conf import settings
@@ -49,3 +51,22 @@ async def close() -> None:
     if _session is not None and not _session.closed:
         await _session.close()
     _session = None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` header in seconds from now: delta-seconds or an HTTP date; None when
+    absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - time.time())

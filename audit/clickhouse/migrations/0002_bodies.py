@@ -1,11 +1,8 @@
 """Captured bodies (audit/bodies.py): the columns GatewayLog and McpLog gained.
 
-18.16 has no `ADD COLUMN IF NOT EXISTS`: columns already there (a run interrupted after
-some of its statements) are left out when the statements are rendered, so a second run
-does the rest."""
+18.16 has no `ADD COLUMN IF NOT EXISTS`: see schema.add_missing_columns."""
 
-from audit.clickhouse import client
-from audit.clickhouse.schema import Col, Features
+from audit.clickhouse.schema import Col, Features, add_missing_columns
 
 _TEXT = "ZSTD(3)"
 
@@ -29,19 +26,4 @@ COLUMNS = {
 
 
 def operations(database: str, features: Features) -> list[str]:
-    statements = []
-    for table, columns in COLUMNS.items():
-        present = {
-            name
-            for (name,) in client.execute(
-                "SELECT name FROM system.columns WHERE database = %(database)s "
-                "AND table = %(table)s",
-                {"database": database, "table": table},
-            )
-        }
-        statements += [
-            f"ALTER TABLE {database}.{table} ADD COLUMN {column.ddl(features)}"
-            for column in columns
-            if column.name not in present
-        ]
-    return statements
+    return add_missing_columns(database, features, COLUMNS)
