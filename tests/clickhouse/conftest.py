@@ -97,6 +97,10 @@ def gateway_record(n: int, **fields: Any) -> dict[str, Any]:
         "user_agent": "test",
         "disconnected": False,
         "usage_estimated": False,
+        "routing": {
+            "strategy": "weighted",
+            "attempts": [{"route_id": 1, "provider": "openai", "outcome": "ok", "ms": 11.5}],
+        },
         **fields,
     }
 
