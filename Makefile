@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1s
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run test test-embedded test-production lint fmt typecheck check bench bench-converted lock clean chromium screenshots clickhouse
+.PHONY: deploy-tools help install run test test-embedded test-production lint fmt typecheck check bench bench-converted lock clean chromium screenshots clickhouse soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,15 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM) ## install Debian's Chromium for the browser tests (if missing)
 
+# The deployment tests' validators (tests/deploy): Compose v1 for `config`, HAProxy for
+# `-c`, systemd-analyze for `verify`.
+DEPLOY_TOOLS := /usr/bin/docker-compose /usr/sbin/haproxy /usr/bin/systemd-analyze
+$(DEPLOY_TOOLS) &:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose haproxy systemd
+
+deploy-tools: $(DEPLOY_TOOLS) ## install the deployment tests' validators (docker-compose, haproxy, systemd-analyze)
+
 clickhouse: ## install (if missing) and start the tests' ClickHouse on 127.0.0.1:19000
 	bash deploy/clickhouse.sh
 
@@ -45,12 +54,12 @@ run: $(STAMP) ## gateway :3000 + console :3001 + worker, embedded mode (SQLite u
 
 test: test-embedded test-production ## the whole suite: embedded mode, then PostgreSQL + Redis
 
-test-embedded: $(STAMP) $(NPM_STAMP) $(CHROMIUM) ## the suite on SQLite with in-process state
+test-embedded: $(STAMP) $(NPM_STAMP) $(CHROMIUM) $(DEPLOY_TOOLS) ## the suite on SQLite with in-process state
 	bash deploy/clickhouse.sh
 	rm -rf var/test-embedded
 	THINKWATCH_DATA_DIR=var/test-embedded DATABASE_URL= REDIS_URL= $(PY) -m pytest $(PYTEST_ARGS)
 
-test-production: $(STAMP) $(NPM_STAMP) ## the suite on PostgreSQL and Redis (started if they are down)
+test-production: $(STAMP) $(NPM_STAMP) $(DEPLOY_TOOLS) ## the suite on PostgreSQL and Redis (started if they are down)
 	bash deploy/local-services.sh
 	rm -rf var/test-production
 	THINKWATCH_DATA_DIR=var/test-production DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS) $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
