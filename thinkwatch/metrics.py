@@ -382,8 +382,8 @@ def _breakers() -> Iterator[Metric]:
     now = time.time()
     # Every route a request was routed over ("provider/upstream model": one per route).
     for key, name in sorted(dict(routing.names).items(), key=lambda item: item[1]):
-        breaker = routing.breakers.local.get(key)
-        state = breaker.state(now) if breaker is not None else "closed"
+        route = routing.breakers.local.get(key)
+        state = route.state(now) if route is not None else "closed"
         family.add_metric(["ai_gateway", name], _BREAKER_STATES[state])
     yield family
 
