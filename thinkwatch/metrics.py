@@ -383,8 +383,8 @@ def _breakers() -> Iterator[Metric]:
     # Every route a request was routed over ("provider/upstream model": one per route).
     for key, name in sorted(dict(routing.names).items(), key=lambda item: item[1]):
         route = routing.breakers.local.get(key)
-        state = route.state(now) if route is not None else "closed"
-        family.add_metric(["ai_gateway", name], _BREAKER_STATES[state])
+        position = route.state(now) if route is not None else "closed"
+        family.add_metric(["ai_gateway", name], _BREAKER_STATES[position])
     yield family
 
 
