@@ -96,3 +96,6 @@ lock: ## re-pin requirements.lock from pyproject.toml
 
 clean: ## remove the virtualenv and test data (keeps var/ data and secrets)
 	rm -rf $(VENV) var/test-* var/lint var/screenshots var/browser-failures
+
+soak: $(STAMP) ## 30 min of mixed traffic, gateway RSS sampled (SOAK_ARGS="--duration 600")
+	$(PY) bench/soak.py $(SOAK_ARGS)

@@ -206,8 +206,7 @@ SPECS: tuple[Spec, ...] = (
         "gateway.breaker_open_seconds",
         "Gateway",
         "Circuit breaker: pause (seconds)",
-        "How long an open route is left alone before one trial call decides whether it "
-        "is back.",
+        "How long an open route is left alone before one trial call decides whether it is back.",
         int,
         lambda: 30,
         minimum=1,

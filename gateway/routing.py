@@ -234,7 +234,9 @@ def _text(value: bytes | str) -> str:
 
 
 breakers = Breakers()
-names: dict[str, str] = {}  # route key -> "provider/upstream model", for the metrics
+# Route key -> "provider/upstream model" ("provider/*" for models served by prefix), for
+# the metrics: one label value per configured route or provider, never a client's name.
+names: dict[str, str] = {}
 
 
 # --- affinity -------------------------------------------------------------------------------
@@ -447,7 +449,8 @@ async def attempts(plan: ModelPlan, subject: str | None) -> Attempts:
     strategy = strategy_of(plan)
     order = rank(plan, strategy)
     for upstream, _ in order:
-        names[upstream.key] = f"{upstream.provider_name}/{upstream.upstream_model}"
+        model = upstream.upstream_model if upstream.route_id is not None else "*"
+        names[upstream.key] = f"{upstream.provider_name}/{model}"
     now = time.time()
     usable = [(u, why) for u, why in order if breakers.usable(u.key, now)]
     skipped = [

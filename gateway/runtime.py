@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from django.conf import settings
 
 from audit import bodies
 from gateway import logs, revision
@@ -18,6 +17,7 @@ from quotas import admission, logic
 from quotas.cache import quotas
 from quotas.counters import MemoryCounters
 from quotas.models import QuotaReset
+from thinkwatch import startup
 from thinkwatch.lib import http
 from thinkwatch.lib.db import off_loop
 
@@ -88,6 +88,7 @@ _embedded: EmbeddedQuotas | None = None
 
 async def start() -> None:
     global _embedded
+    await off_loop(startup.require)()  # raises startup.NotReady: uvicorn exits with code 3
     logs.writer.start()
     mcp_records.writer.start()
     revision.invalidate_local()  # a fresh process, or a test restarting the server
@@ -98,9 +99,8 @@ async def start() -> None:
         _embedded = EmbeddedQuotas(counters)
         await _embedded.start()
         on_change = _embedded.apply_resets
-    _tasks.append(
-        asyncio.create_task(revision.watch(seen, settings.CONFIG_POLL_SECONDS, on_change))
-    )
+    # Polls, and with REDIS_URL also listens for announced changes (gateway/revision.py).
+    _tasks.append(asyncio.create_task(revision.watch(seen, revision.poll_seconds(), on_change)))
     http.session()
     logger.info("gateway.started", extra={"revision": seen[0]})
 
@@ -131,6 +131,10 @@ async def lifespan(receive: Any, send: Any) -> None:
         if message["type"] == "lifespan.startup":
             try:
                 await start()
+            except startup.NotReady as exc:  # one line, no traceback: uvicorn logs it
+                failed = f"ThinkWatch cannot start: {exc}"
+                await send({"type": "lifespan.startup.failed", "message": failed})
+                return
             except Exception as exc:
                 logger.exception("gateway.start_failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -68,11 +68,12 @@ class Upstream:
 
     @property
     def key(self) -> str:
-        """Names the route for its breaker, statistics and affinity: the route's id, or
-        for a model served by prefix, the provider and the model name."""
+        """Names the route for its breaker, statistics and affinity: the route's id, or for
+        models served by prefix, the provider (one breaker for all of them: the model names
+        are the clients', and a provider that fails fails them all)."""
         if self.route_id is not None:
             return f"r{self.route_id}"
-        return f"p{self.endpoint.id}:{self.upstream_model}"
+        return f"p{self.endpoint.id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ with REDIS_URL, Redis is the broker.
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "thinkwatch.settings")
@@ -24,6 +24,14 @@ def _make_queue_folders(sender: Celery, **kwargs: object) -> None:
         folder = (sender.conf.broker_transport_options or {}).get(key)
         if folder:
             os.makedirs(folder, exist_ok=True)
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _refuse_to_start_unready(**kwargs: object) -> None:
+    from thinkwatch import startup
+
+    startup.exit_unless_ready()  # thinkwatch/startup.py: one line and exit code 1
 
 
 app.conf.beat_schedule = {

@@ -112,8 +112,11 @@ UPSTREAM_MAX_CONNECTIONS = _int("THINKWATCH_UPSTREAM_MAX_CONNECTIONS", 1000, min
 # Honour HTTP(S)_PROXY / NO_PROXY for upstream calls (egress through a corporate proxy).
 UPSTREAM_PROXY_FROM_ENV = _bool("THINKWATCH_UPSTREAM_PROXY_FROM_ENV", False)
 GATEWAY_DRAIN_SECONDS = _int("THINKWATCH_DRAIN_SECONDS", 30, minimum=0)
-# How often each gateway process checks whether keys, models or routes changed.
+# How often each gateway process checks whether keys, models or routes changed. With
+# REDIS_URL a change is announced over pub/sub at once and the check only catches an
+# announcement that was lost, at the second interval (gateway/revision.py).
 CONFIG_POLL_SECONDS = _float("THINKWATCH_CONFIG_POLL_SECONDS", 1.0, minimum=0.05)
+CONFIG_FALLBACK_POLL_SECONDS = _float("THINKWATCH_CONFIG_FALLBACK_POLL_SECONDS", 5.0, minimum=0.05)
 KEY_CACHE_SECONDS = _float("THINKWATCH_KEY_CACHE_SECONDS", 60.0, minimum=0.0)
 AUDIT_BATCH_SIZE = _int("THINKWATCH_AUDIT_BATCH_SIZE", 500, minimum=1)
 AUDIT_FLUSH_SECONDS = _float("THINKWATCH_AUDIT_FLUSH_SECONDS", 0.5, minimum=0.01)
@@ -122,7 +125,8 @@ AUDIT_FLUSH_SECONDS = _float("THINKWATCH_AUDIT_FLUSH_SECONDS", 0.5, minimum=0.01
 AUDIT_FSYNC_SECONDS = _float("THINKWATCH_AUDIT_FSYNC_SECONDS", 1.0, minimum=0.0)
 # One access record per HTTP request on either port (audit/access.py).
 AUDIT_ACCESS_LOG = _bool("THINKWATCH_AUDIT_ACCESS_LOG", True)
-# Namespace of the Redis streams the audit pipeline uses in production.
+# Namespace of the Redis streams the audit pipeline uses in production, and of the config
+# announcements' channel (<prefix>config:<db>).
 AUDIT_STREAM_PREFIX = env.str("THINKWATCH_AUDIT_STREAM_PREFIX", default="tw:")
 # This, DEFAULT_ROLE and DELETED_KEY_PURGE_DAYS start runtime settings (accounts/runtime.py).
 KEY_ROTATION_GRACE_HOURS = _int("THINKWATCH_KEY_ROTATION_GRACE_HOURS", 24)
@@ -432,7 +436,9 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
         # httpx logs every request's full URL at INFO: outbound URLs may carry tokens
-        # (webhook URLs of budget alerts and SIEM forwarders).
+        # (webhook URLs of budget alerts and SIEM forwarders; MCP upstreams, called with
+        # httpx2, may take a token in their URL).
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
     },
 }

@@ -439,3 +439,21 @@ def test_a_service_key_has_affinity_of_its_own(
         post(gateway, service_key)
 
     assert len({r.provider for r in logged()}) == 1
+
+
+def test_models_served_by_prefix_share_their_providers_breaker(
+    client: openai.OpenAI, upstream: FakeOpenAI
+) -> None:
+    settings_(breaker_failures=2, retry_attempts=1)
+    upstream.script(status=503)
+
+    for model in ("gpt-invented-1", "gpt-invented-2"):
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model=model, messages=MESSAGES)
+    upstream.requests.clear()
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="gpt-invented-3", messages=MESSAGES)
+
+    assert refused.value.status_code == 503
+    assert upstream.requests == []
+    assert set(routing.names.values()) == {"openai/*"}
