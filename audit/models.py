@@ -95,6 +95,9 @@ class GatewayLog(Chained):
     # How the request was routed (gateway/routing.py): the strategy, each attempt (route,
     # provider, why it was chosen, its outcome, its time) and the routes skipped.
     routing = models.JSONField(null=True, blank=True)
+    # Content-policy rules that fired on the request (gateway/guardrails.py): each rule's
+    # name, id, action and match count, never the matched text.
+    guardrails = models.JSONField(null=True, blank=True)
     # Captured bodies (audit/bodies.py): NULL when capture was off. Redacted before they
     # were written anywhere; `body_redactions` counts what was replaced, by kind. Bodies
     # above the inline cap live in S3-compatible storage at `body_ref`, whose content has

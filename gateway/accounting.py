@@ -42,6 +42,7 @@ class Call:
         "error_message",
         "estimated",
         "grant",
+        "guardrails",
         "ingress",
         "model",
         "price",
@@ -78,6 +79,7 @@ class Call:
         self.estimated = False
         self.quota: Verdict | None = None  # the request's admission, settled at the end
         self.routing: Any = None  # gateway.routing.Attempts, when a route was chosen
+        self.guardrails: list[dict[str, Any]] | None = None  # content-policy hits
         # The request's bodies when audit.capture_bodies is on (audit/bodies.py).
         self.capture = bodies.gateway_capture(request.body)
         self._done = False
@@ -143,4 +145,5 @@ class Call:
             "disconnected": self.disconnected,
             "usage_estimated": self.estimated,
             "routing": self.routing.record() if self.routing is not None else None,
+            "guardrails": self.guardrails,
         }

@@ -16,15 +16,21 @@ A hit never carries the text that matched: it may be the very secret the rule is
 keep out of logs. It names the rule and counts the matches.
 """
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import regex
 
 from audit import redaction_pii
+from thinkwatch.lib.db import off_loop
+from thinkwatch.lib.snapshot import Snapshot
+
+logger = logging.getLogger(__name__)
 
 Action = Literal["block", "warn", "log"]
 Direction = Literal["input", "output"]
@@ -238,13 +244,84 @@ PRESETS = {
 }
 
 
-def preset_rule(slug: str, action: str | None = None, rule_id: int | None = None) -> Rule:
+def preset_rule(
+    slug: str,
+    action: str | None = None,
+    rule_id: int | None = None,
+    applies: str | None = None,
+    name: str | None = None,
+) -> Rule:
     preset = PRESETS[slug]
     return Rule.build(
-        preset.name,
+        name or preset.name,
         preset.kind,
         preset.patterns,
-        preset.applies,
+        applies or preset.applies,
         action or preset.action,
         rule_id,
     )
+
+
+# --- the rules in force, and which apply to a request -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scoped:
+    rule: Rule
+    team_id: int | None
+    key_id: int | None
+    model_pattern: str
+
+    def covers(self, team_id: int | None, key_id: int | None, model: str) -> bool:
+        if self.team_id is not None and self.team_id != team_id:
+            return False
+        if self.key_id is not None and self.key_id != key_id:
+            return False
+        return not self.model_pattern or fnmatchcase(model, self.model_pattern)
+
+
+def load_rules() -> tuple[Scoped, ...]:
+    """The enabled rules, compiled (a rule that no longer compiles is left out, logged)."""
+    from gateway.models import GuardrailRule
+
+    found = []
+    for row in GuardrailRule.objects.filter(enabled=True).order_by("pk"):
+        try:
+            rule = row.compiled()
+        except InvalidRule as exc:
+            logger.error("guardrail.invalid_rule", extra={"rule": row.name, "reason": str(exc)})
+            continue
+        found.append(Scoped(rule, row.team_id, row.api_key_id, row.model_pattern))
+    return tuple(found)
+
+
+rules: Snapshot[tuple[Scoped, ...]] = Snapshot(off_loop(load_rules))
+
+
+async def applicable(team_id: int | None, key_id: int | None, model: str) -> list[Rule]:
+    return [s.rule for s in await rules.get() if s.covers(team_id, key_id, model)]
+
+
+# The request fields that hold text a model reads, in every ingress format (OpenAI Chat and
+# Responses, Anthropic Messages): message content and its text parts, system prompts and
+# instructions, tool-call arguments.
+_TEXT_KEYS = frozenset(
+    {"content", "text", "system", "input", "instructions", "arguments", "prompt", "input_text"}
+)
+
+
+def texts(value: Any, text_key: bool = False, depth: int = 0) -> list[str]:
+    """The strings of a request body a model would read: values of the text keys, and the
+    strings of lists held by them (not an image's URL or a part's type)."""
+    if depth > 32:
+        return []
+    if isinstance(value, str):
+        return [value] if text_key else []
+    if isinstance(value, list):
+        return [t for item in value for t in texts(item, text_key, depth + 1)]
+    if isinstance(value, dict):
+        found: list[str] = []
+        for key, item in value.items():
+            found += texts(item, key in _TEXT_KEYS, depth + 1)
+        return found
+    return []

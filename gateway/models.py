@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.db import models
 
 
@@ -13,3 +15,111 @@ class ConfigRevision(models.Model):
 
     def __str__(self) -> str:
         return f"revision {self.value}"
+
+
+class GuardrailRule(models.Model):
+    """A content-policy rule (gateway/guardrails.py): what it matches, in which direction,
+    where it applies, and what happens when it fires."""
+
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    preset = models.CharField(
+        max_length=32,
+        blank=True,
+        choices=[
+            ("prompt_injection", "Prompt injection phrasings"),
+            ("secrets", "Secrets and keys"),
+            ("pii", "Personal data"),
+        ],
+        help_text="A built-in rule: its phrases or detectors come from the product, the "
+        "kind and patterns below are ignored.",
+    )
+    kind = models.CharField(
+        max_length=16,
+        default="phrases",
+        choices=[
+            ("phrases", "Phrase list"),
+            ("regex", "Regular expression"),
+            ("detector", "Detector"),
+        ],
+    )
+    patterns = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Phrases (whole words, any case), regular expressions (any one matching), "
+        'or detectors ("secrets", "pii").',
+    )
+    case_sensitive = models.BooleanField(default=False)
+    applies = models.CharField(
+        max_length=8,
+        default="input",
+        choices=[("input", "Input"), ("output", "Output"), ("both", "Both")],
+    )
+    action = models.CharField(
+        max_length=8,
+        default="block",
+        choices=[
+            ("block", "Block (refuse, 400)"),
+            ("warn", "Warn (pass, flagged)"),
+            ("log", "Log only"),
+        ],
+    )
+    team = models.ForeignKey(
+        "accounts.Team",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only requests of this team's keys; empty: every team.",
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only requests with this key; empty: every key.",
+    )
+    model_pattern = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text='Only models matching this pattern (e.g. "gpt-4o*"); empty: every model.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "guardrail rule"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def compiled(self) -> "Any":
+        from gateway import guardrails
+
+        if self.preset:
+            return guardrails.preset_rule(
+                self.preset, self.action, self.pk, self.applies, self.name
+            )
+        return guardrails.Rule.build(
+            self.name,
+            self.kind,
+            [str(p) for p in self.patterns or []],
+            self.applies,
+            self.action,
+            self.pk,
+            self.case_sensitive,
+        )
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from gateway import guardrails
+
+        if not isinstance(self.patterns, list):
+            raise ValidationError({"patterns": "A list of strings."})
+        try:
+            self.compiled()
+        except guardrails.InvalidRule as exc:
+            raise ValidationError({"patterns": str(exc)}) from None

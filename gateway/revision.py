@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts import runtime as runtime_settings
 from accounts.cache import keys
+from gateway import guardrails
 from gateway.models import ConfigRevision
 from mcpgw import credentials as mcp_credentials
 from mcpgw.registry import registry as mcp_registry
@@ -68,6 +69,7 @@ def _committed(revision: Revision) -> None:
 def invalidate_local() -> None:
     keys.clear()
     routes.clear()
+    guardrails.rules.clear()
     quotas.clear()
     mcp_registry.clear()
     mcp_credentials.clear()
@@ -157,6 +159,7 @@ class Follower:
         mcp_registry.clear()
         mcp_credentials.clear()
         runtime_settings.store.clear()
+        guardrails.rules.clear()
         await routes.reload()
         await _reload_settings()
 

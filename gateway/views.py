@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from accounts.cache import KeyGrant
 from accounts.models import Surface
-from gateway import errors, proxy, routing
+from gateway import errors, guardrails, proxy, routing
 from gateway.accounting import Call
 from gateway.auth import authenticate
 from gateway.errors import GatewayError
@@ -128,6 +128,24 @@ async def _admitted(
     return attempts
 
 
+async def _screen(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> None:
+    """Apply the content policy to what the request sends the model; a `block` rule refuses
+    it before anything goes upstream (400 naming the rule)."""
+    rules = await guardrails.applicable(grant.team_id, grant.id, call.model)
+    if not rules:
+        return
+    hits = guardrails.evaluate(rules, "\n".join(guardrails.texts(payload)), "input")
+    if not hits:
+        return
+    call.guardrails = [hit.public() for hit in hits]
+    blocked = guardrails.blocking(hits)
+    if blocked is not None:
+        raise errors.bad_request(
+            f"The request was refused by the content policy rule '{blocked.rule}'.",
+            "guardrail_blocked",
+        )
+
+
 async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
     """One model request in any ingress format, to whichever provider serves the model."""
     if request.method != "POST":
@@ -138,6 +156,7 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = ingress.parse(request.body)
         call.model = payload["model"]
+        await _screen(call, grant, payload)
         attempts = await _admitted(call, grant, len(request.body), ingress.max_tokens(payload))
         if payload.get("stream"):
             response = await attempts.run(
@@ -153,6 +172,9 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
             )
         for name, value in admission.headers(call.quota).items():
             response[name] = value
+        warned = [hit["rule"] for hit in call.guardrails or () if hit["action"] == "warn"]
+        if warned:
+            response["x-thinkwatch-guardrail"] = "warn; rules=" + ",".join(warned)
         return response
     except c.Unsupported as exc:
         return _refused(call, ingress, unsupported(exc))

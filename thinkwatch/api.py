@@ -114,6 +114,7 @@ def _mount() -> None:
     api.add_router("/mcp/user-connections", mcp_user_connections)
     api.add_router("/sso/oidc", "accounts.api_oidc.router")
     api.add_router("/settings", "accounts.api_settings.router")
+    api.add_router("/guardrails", "gateway.api_guardrails.router")
     api.add_router("/usage", "audit.api_usage.router")
     api.add_router("/logs", "audit.api_logs.logs_router")
     api.add_router("/logs", "audit.api_bodies.router")
