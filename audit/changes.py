@@ -44,7 +44,7 @@ NOT_AUDITED = frozenset(
     }
 )
 # Configuration kept in an app of records (audit): named one by one.
-AUDITED_MODELS = ("audit.forwarder", "gateway.guardrailrule")
+AUDITED_MODELS = ("audit.forwarder", "gateway.guardrailrule", "gateway.cachepolicy")
 # Derived from role assignments by accounts.access.sync; the assignments are recorded.
 NOT_AUDITED_RELATIONS = frozenset({"auth.user.user_permissions"})
 # Bookkeeping that changes without anyone changing configuration.

@@ -98,6 +98,12 @@ class GatewayLog(Chained):
     # Content-policy rules that fired on the request (gateway/guardrails.py): each rule's
     # name, id, action and match count, never the matched text.
     guardrails = models.JSONField(null=True, blank=True)
+    # Personal data replaced before egress (gateway/redaction.py): how many values of each
+    # kind, e.g. {"EMAIL": 2}; never the values.
+    redactions = models.JSONField(null=True, blank=True)
+    # The response cache (gateway/cache.py): {"status": "hit"|"miss"|"bypass", and on a hit
+    # "saved_usd", the upstream cost the cached answer saved}.
+    cache = models.JSONField(null=True, blank=True)
     # Captured bodies (audit/bodies.py): NULL when capture was off. Redacted before they
     # were written anywhere; `body_redactions` counts what was replaced, by kind. Bodies
     # above the inline cap live in S3-compatible storage at `body_ref`, whose content has

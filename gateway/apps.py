@@ -12,7 +12,7 @@ class GatewayConfig(AppConfig):
         from django.contrib.auth import get_user_model
 
         from accounts.models import ApiKey, Membership, Role, RoleAssignment, RuntimeSetting, Team
-        from gateway.models import GuardrailRule
+        from gateway.models import CachePolicy, GuardrailRule
         from mcpgw.models import McpCredential, McpServer
         from providers.models import AIModel, Provider, Route
         from quotas.models import Budget, QuotaReset, RateLimitRule
@@ -20,7 +20,8 @@ class GatewayConfig(AppConfig):
         watched = (ApiKey, Team, Membership, Role, RoleAssignment, Provider, AIModel, Route)
         mcp = (McpServer, McpCredential)
         # Runtime settings too: gateway processes reload them with the rest.
-        config = (*watched, *mcp, RateLimitRule, Budget, QuotaReset, RuntimeSetting, GuardrailRule)
+        policy = (GuardrailRule, CachePolicy)
+        config = (*watched, *mcp, RateLimitRule, Budget, QuotaReset, RuntimeSetting, *policy)
         for model in (*config, get_user_model()):
             post_save.connect(
                 _changed, sender=model, dispatch_uid=f"revision-save-{model.__name__}"

@@ -62,7 +62,20 @@ class GuardrailRule(models.Model):
             ("block", "Block (refuse, 400)"),
             ("warn", "Warn (pass, flagged)"),
             ("log", "Log only"),
+            ("redact", "Redact (replaced before egress, restored in the answer)"),
         ],
+    )
+    placeholder = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Redact rules: the kind named in placeholders of what this rule matches "
+        '(e.g. "NATIONAL_ID" gives [NATIONAL_ID_1]); detectors name their own kinds '
+        "(EMAIL, PHONE, CARD, IP, SECRET). Empty: from the rule's name.",
+    )
+    fail_closed = models.BooleanField(
+        default=True,
+        help_text="Redact rules: refuse the request (503) when redaction fails (a pattern "
+        "timed out) instead of sending it unredacted.",
     )
     team = models.ForeignKey(
         "accounts.Team",
@@ -123,3 +136,55 @@ class GuardrailRule(models.Model):
             self.compiled()
         except guardrails.InvalidRule as exc:
             raise ValidationError({"patterns": str(exc)}) from None
+
+
+class CachePolicy(models.Model):
+    """Opt-in exact-match response caching (gateway/cache.py) for the requests it covers:
+    all that are set of team, key and model pattern must match; the most specific enabled
+    policy wins (key, then team, then model pattern, then global)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    team = models.ForeignKey(
+        "accounts.Team",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only requests of this team's keys; empty: every team.",
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only requests with this key; empty: every key.",
+    )
+    model_pattern = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text='Only models matching this pattern (e.g. "gpt-4o*"); empty: every model.',
+    )
+    ttl_seconds = models.PositiveIntegerField(
+        default=3600, help_text="How long an answer is served from the cache."
+    )
+    per_user = models.BooleanField(
+        default=False,
+        help_text="Share answers only between requests of the same user (or the same "
+        "service key), not across the whole team.",
+    )
+    count_rate_limits = models.BooleanField(
+        default=True,
+        help_text="A cache hit still counts as a request against rate limits (at no cost).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "cache policy"
+        verbose_name_plural = "cache policies"
+
+    def __str__(self) -> str:
+        return self.name
