@@ -36,6 +36,7 @@ class Call:
 
     __slots__ = (
         "_done",
+        "cache",
         "capture",
         "disconnected",
         "error_code",
@@ -47,6 +48,7 @@ class Call:
         "model",
         "price",
         "quota",
+        "redactions",
         "request",
         "routing",
         "started",
@@ -80,6 +82,8 @@ class Call:
         self.quota: Verdict | None = None  # the request's admission, settled at the end
         self.routing: Any = None  # gateway.routing.Attempts, when a route was chosen
         self.guardrails: list[dict[str, Any]] | None = None  # content-policy hits
+        self.redactions: dict[str, int] | None = None  # values redacted before egress, by kind
+        self.cache: dict[str, Any] | None = None  # the response cache's outcome
         # The request's bodies when audit.capture_bodies is on (audit/bodies.py).
         self.capture = bodies.gateway_capture(request.body)
         self._done = False
@@ -146,4 +150,6 @@ class Call:
             "usage_estimated": self.estimated,
             "routing": self.routing.record() if self.routing is not None else None,
             "guardrails": self.guardrails,
+            "redactions": self.redactions,
+            "cache": self.cache,
         }
