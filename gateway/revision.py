@@ -208,8 +208,13 @@ async def listen(follower: Follower) -> None:
             raise
         except Exception as exc:
             failures += 1
-            delay = min(_RETRY_MAX_SECONDS, _RETRY_FIRST_SECONDS * 2 ** min(failures - 1, 10))
-            delay *= random.uniform(0.5, 1.0)
+            # The first retry is immediate (a killed connection or a failover is usually
+            # over at once); later ones back off with jitter, so that many gateways do not
+            # reconnect in step to a Redis that is still down.
+            delay = 0.0
+            if failures > 1:
+                delay = min(_RETRY_MAX_SECONDS, _RETRY_FIRST_SECONDS * 2 ** min(failures - 2, 10))
+                delay *= random.uniform(0.5, 1.0)
             logger.warning(
                 "config.subscription_lost",
                 extra={
