@@ -82,7 +82,7 @@ class PresetOut(Schema):
 
 
 class TestIn(Schema):
-    text: str = Field(..., max_length=1_000_000)
+    text: str = Field(..., max_length=guardrails.MAX_TRIAL_CHARS)
     direction: Literal["input", "output"] = "input"
 
 
@@ -114,10 +114,7 @@ def list_presets(request: HttpRequest) -> list[guardrails.Preset]:
 def test_text(request: HttpRequest, payload: TestIn) -> dict[str, object]:
     """Which enabled rules fire on `text` (whatever their scope), as the gateway would
     record them: rule, action, count — never the matched text."""
-    rules = [scoped.rule for scoped in guardrails.load_rules()]
-    hits = guardrails.evaluate(rules, payload.text, payload.direction)
-    blocked = guardrails.blocking(hits)
-    return {"hits": [h.public() for h in hits], "blocked_by": blocked.rule if blocked else None}
+    return guardrails.trial(payload.text, payload.direction).public()
 
 
 @router.get("/{rule_id}", response=RuleOut)

@@ -302,6 +302,55 @@ async def applicable(team_id: int | None, key_id: int | None, model: str) -> lis
     return [s.rule for s in await rules.get() if s.covers(team_id, key_id, model)]
 
 
+# --- the test bench ----------------------------------------------------------------------------
+
+MAX_TRIAL_CHARS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """What every enabled rule, whatever its scope, does with a text: the answer of the test
+    bench (the console's "Test rules" page and `POST /api/guardrails/test`). Like a gateway
+    record, it names rules and counts matches, never holds what matched."""
+
+    direction: Direction
+    rules: tuple[Scoped, ...]
+    hits: tuple[Hit, ...]
+    # Enabled rules that no longer compile, which the gateway leaves out: (name, why).
+    skipped: tuple[tuple[str, str], ...]
+
+    @property
+    def blocked_by(self) -> Hit | None:
+        return blocking(self.hits)
+
+    def hit_of(self, rule: Rule) -> Hit | None:
+        return next((h for h in self.hits if h.rule_id == rule.rule_id), None)
+
+    def public(self) -> dict[str, Any]:
+        blocked = self.blocked_by
+        return {
+            "hits": [h.public() for h in self.hits],
+            "blocked_by": blocked.rule if blocked else None,
+        }
+
+
+def trial(text: str, direction: Direction) -> Trial:
+    """Every enabled rule on `text`, as the gateway evaluates them. Reads the table: for the
+    console and the management API, never for the gateway's request path."""
+    from gateway.models import GuardrailRule
+
+    loaded = load_rules()
+    hits = evaluate((scoped.rule for scoped in loaded), text, direction)
+    in_force = [scoped.rule.rule_id for scoped in loaded]
+    skipped = []
+    for row in GuardrailRule.objects.filter(enabled=True).exclude(pk__in=in_force).order_by("pk"):
+        try:
+            row.compiled()
+        except InvalidRule as exc:
+            skipped.append((row.name, str(exc)))
+    return Trial(direction, loaded, tuple(hits), tuple(skipped))
+
+
 # The request fields that hold text a model reads, in every ingress format (OpenAI Chat and
 # Responses, Anthropic Messages): message content and its text parts, system prompts and
 # instructions, tool-call arguments.
