@@ -2,6 +2,7 @@
 (gateway/guardrails.py) and response-cache policies (gateway/cache.py), managed with
 `settings:read` / `settings:update` like the rest of the installation's configuration."""
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +40,16 @@ class BenchForm(forms.Form):
 
 @dataclass(frozen=True, slots=True)
 class BenchRow:
-    """One enabled rule on the test bench page."""
+    """One enabled rule on the test bench page: where it applies, what it did."""
 
-    rule: guardrails.Rule
+    rule_id: int
+    name: str
     scope: str
-    checked: bool  # the rule applies in the direction tested
-    hit: guardrails.Hit | None
-    blocks: bool
+    applies: str
+    action: str
+    result: str
+    matches: int | None  # None: not counted (not checked, timed out, not in force)
+    blocks: bool = False
 
 
 @admin.register(GuardrailRule)
@@ -92,42 +96,73 @@ class GuardrailRuleAdmin(Governed, admin.ModelAdmin):
         trial = None
         if form.is_bound and form.is_valid():
             trial = guardrails.trial(form.cleaned_data["text"], form.cleaned_data["direction"])
+        rows = self._bench_rows(trial) if trial else []
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": "Test rules",
             "form": form,
             "trial": trial,
-            "rows": self._bench_rows(trial) if trial else [],
+            "rows": rows,
+            "blocking": next((row for row in rows if row.blocks), None),
         }
         return TemplateResponse(request, "admin/gateway/guardrailrule/bench.html", context)
 
     def _bench_rows(self, trial: guardrails.Trial) -> list[BenchRow]:
-        teams = Team.objects.in_bulk({s.team_id for s in trial.rules if s.team_id is not None})
-        keys = ApiKey.objects.in_bulk({s.key_id for s in trial.rules if s.key_id is not None})
-        blocked = trial.blocked_by
-        return [
-            BenchRow(
-                rule=scoped.rule,
-                scope=_scope(scoped, teams, keys),
-                checked=scoped.rule.applies_to(trial.direction),
-                hit=trial.hit_of(scoped.rule),
-                blocks=blocked is not None and blocked.rule_id == scoped.rule.rule_id,
-            )
-            for scoped in trial.rules
+        """The rules in force and those left out, in the order they were made."""
+        scopes = [(s.team_id, s.key_id, s.model_pattern) for s in trial.rules] + [
+            (row.team_id, row.api_key_id, row.model_pattern) for row, _ in trial.skipped
         ]
+        scope = _Scopes(scopes)
+        rows = [_tried(trial, s, scope(s.team_id, s.key_id, s.model_pattern)) for s in trial.rules]
+        rows += [
+            BenchRow(
+                row.pk,
+                row.name,
+                scope(row.team_id, row.api_key_id, row.model_pattern),
+                row.applies,
+                row.action,
+                f"not in force: {reason}",
+                None,
+            )
+            for row, reason in trial.skipped
+        ]
+        return sorted(rows, key=lambda row: row.rule_id)
 
 
-def _scope(scoped: guardrails.Scoped, teams: dict[int, Team], keys: dict[int, ApiKey]) -> str:
-    """Where a rule applies, in words: the gateway checks it only on requests that match."""
-    parts = []
-    if scoped.team_id is not None:
-        parts.append(f"team {teams.get(scoped.team_id, f'#{scoped.team_id}')}")
-    if scoped.key_id is not None:
-        parts.append(f"key {keys.get(scoped.key_id, f'#{scoped.key_id}')}")
-    if scoped.model_pattern:
-        parts.append(f"models {scoped.model_pattern}")
-    return ", ".join(parts) or "everywhere"
+def _tried(trial: guardrails.Trial, scoped: guardrails.Scoped, scope: str) -> BenchRow:
+    rule = scoped.rule
+    assert rule.rule_id is not None  # rules from the table have their row's id
+    hit = trial.hit_of(rule)
+    blocked = trial.blocked_by
+    row = functools.partial(BenchRow, rule.rule_id, rule.name, scope, rule.applies, rule.action)
+    if not rule.applies_to(trial.direction):
+        return row(f"not checked: applies to {rule.applies}", None)
+    if hit is None:
+        return row("no match", 0)
+    if hit.timed_out:
+        return row("timed out: no decision, refuses nothing", None)
+    if blocked is not None and blocked.rule_id == rule.rule_id:
+        return row("fired: the refusal names this rule", hit.count, blocks=True)
+    return row("fired", hit.count)
+
+
+class _Scopes:
+    """Where rules apply, in words, with the names of their teams and keys (one query each)."""
+
+    def __init__(self, scopes: list[tuple[int | None, int | None, str]]) -> None:
+        self.teams = Team.objects.in_bulk({team for team, _, _ in scopes if team is not None})
+        self.keys = ApiKey.objects.in_bulk({key for _, key, _ in scopes if key is not None})
+
+    def __call__(self, team_id: int | None, key_id: int | None, model_pattern: str) -> str:
+        parts = []
+        if team_id is not None:
+            parts.append(f"team {self.teams.get(team_id, f'#{team_id}')}")
+        if key_id is not None:
+            parts.append(f"key {self.keys.get(key_id, f'#{key_id}')}")
+        if model_pattern:
+            parts.append(f"models {model_pattern}")
+        return ", ".join(parts) or "everywhere"
 
 
 @admin.register(CachePolicy)

@@ -22,8 +22,19 @@ router = Router(tags=["guardrails"])
 
 Kind = Literal["phrases", "regex", "detector"]
 Applies = Literal["input", "output", "both"]
-Action = Literal["block", "warn", "log"]
+Action = Literal["block", "warn", "log", "redact"]
 Preset = Literal["", "prompt_injection", "secrets", "pii"]
+# Redact rules (gateway/redaction.py).
+PLACEHOLDER = r"^([A-Z][A-Z0-9_]{0,31})?$"
+PLACEHOLDER_HELP = (
+    "Redact rules: the kind named in the placeholders of what a phrase or regex rule matches "
+    "(upper-case letters, digits, underscores: NATIONAL_ID gives [NATIONAL_ID_1]); empty: "
+    "from the rule's name. Detectors name their own kinds (EMAIL, PHONE, CARD, IP, SECRET)."
+)
+FAIL_CLOSED_HELP = (
+    "Redact rules: refuse the request (503 redaction_failed) when redaction fails, instead "
+    "of sending it unredacted."
+)
 
 
 class RuleOut(Schema):
@@ -36,6 +47,8 @@ class RuleOut(Schema):
     case_sensitive: bool
     applies: str
     action: str
+    placeholder: str
+    fail_closed: bool
     team_id: int | None
     api_key_id: int | None
     model_pattern: str
@@ -52,6 +65,8 @@ class RuleIn(Schema):
     case_sensitive: bool = False
     applies: Applies = "input"
     action: Action = "block"
+    placeholder: str = Field("", pattern=PLACEHOLDER, description=PLACEHOLDER_HELP)
+    fail_closed: bool = Field(True, description=FAIL_CLOSED_HELP)
     team_id: int | None = None
     api_key_id: int | None = None
     model_pattern: str = Field("", max_length=200)
@@ -66,6 +81,8 @@ class RulePatch(Schema):
     case_sensitive: bool | None = None
     applies: Applies | None = None
     action: Action | None = None
+    placeholder: str | None = Field(None, pattern=PLACEHOLDER, description=PLACEHOLDER_HELP)
+    fail_closed: bool | None = Field(None, description=FAIL_CLOSED_HELP)
     team_id: int | None = None
     api_key_id: int | None = None
     model_pattern: str | None = Field(None, max_length=200)

@@ -3,8 +3,10 @@
 A rule matches by a list of phrases, by a regular expression, or by one of the built-in
 detectors (secrets in well-known formats and high-entropy strings; personal data: e-mail
 addresses, phone numbers, Luhn-checked card numbers, IP addresses — audit/redaction_pii.py
-finds them). Its action is `block` (refuse the request), `warn` (let it pass, flagged) or
-`log` (only recorded).
+finds them). Its action is `block` (refuse the request), `warn` (let it pass, flagged),
+`log` (only recorded) or `redact` (what it matches is replaced by placeholders before the
+request leaves the gateway and put back in the answer: gateway/redaction.py; not a
+screening action, it never refuses a request).
 
 Patterns are compiled once, when the rules are loaded, with the `regex` module, whose
 matching takes a timeout: a pathological expression (catastrophic backtracking on a crafted
@@ -20,9 +22,9 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import regex
 
@@ -30,18 +32,31 @@ from audit import redaction_pii
 from thinkwatch.lib.db import off_loop
 from thinkwatch.lib.snapshot import Snapshot
 
+if TYPE_CHECKING:
+    from gateway.models import GuardrailRule
+
 logger = logging.getLogger(__name__)
 
-Action = Literal["block", "warn", "log"]
+Action = Literal["block", "warn", "log", "redact"]
 Direction = Literal["input", "output"]
-ACTIONS: tuple[Action, ...] = ("block", "warn", "log")
+ACTIONS: tuple[Action, ...] = ("block", "warn", "log", "redact")
 APPLIES = ("input", "output", "both")
 KINDS = ("phrases", "regex", "detector")
 DETECTORS = ("secrets", "pii")
 
 TIMEOUT_SECONDS = 0.05  # per rule and text
 MAX_PATTERN_LENGTH = 2000
-_SEVERITY = {"block": 2, "warn": 1, "log": 0}
+_SEVERITY = {"block": 2, "warn": 1, "log": 0, "redact": 0}
+# Redact rules: the kind a placeholder names ([EMAIL_1]) for what each detector finds.
+DETECTED_KINDS = {
+    "email": "EMAIL",
+    "phone": "PHONE",
+    "card": "CARD",
+    "ip": "IP",
+    "secret": "SECRET",
+}
+LABEL = regex.compile(r"[A-Z][A-Z0-9_]{0,31}")
+Span = tuple[int, int, str]  # start, end, the kind a placeholder names
 
 # High-entropy strings: long runs of key-like characters whose Shannon entropy per
 # character is that of random data (a UUID or a hash is caught too: they are secrets often
@@ -83,6 +98,10 @@ class Rule:
     rule_id: int | None = None
     case_sensitive: bool = False
     _compiled: Any = field(default=None, repr=False, compare=False)
+    # Redact rules: the kind named in placeholders of what a phrase or regex rule matches,
+    # and whether a failure to redact refuses the request (gateway/redaction.py).
+    label: str = ""
+    fail_closed: bool = True
 
     @classmethod
     def build(
@@ -104,8 +123,20 @@ class Rule:
             raise InvalidRule(f"action must be one of {', '.join(ACTIONS)}")
         if not patterns:
             raise InvalidRule("a rule needs at least one phrase, pattern or detector")
+        if action == "redact" and applies == "output":
+            raise InvalidRule(
+                "a redact rule applies to input or both: what it replaces in the request is "
+                "put back in the answer"
+            )
         compiled = _compile(kind, patterns, case_sensitive)
-        return cls(name, kind, patterns, applies, action, rule_id, case_sensitive, compiled)
+        rule = cls(name, kind, patterns, applies, action, rule_id, case_sensitive, compiled)
+        return rule.redacting("", True) if action == "redact" else rule
+
+    def redacting(self, placeholder: str, fail_closed: bool) -> "Rule":
+        """This redact rule with its placeholder kind (`placeholder` when it is a valid
+        one, else derived from the rule's name) and its failure mode."""
+        label = placeholder if LABEL.fullmatch(placeholder) else label_of(self.name)
+        return replace(self, label=label, fail_closed=fail_closed)
 
     def applies_to(self, direction: Direction) -> bool:
         return self.applies in (direction, "both")
@@ -115,6 +146,43 @@ class Rule:
         if self.kind == "detector":
             return sum(_detect(name, text) for name in self.patterns)
         return sum(1 for _ in self._compiled.finditer(text, timeout=TIMEOUT_SECONDS))
+
+    def spans(self, text: str) -> list[Span]:
+        """Where the rule matches `text`, each with the kind a placeholder names (overlaps
+        possible); raises TimeoutError past the bound."""
+        if self.kind != "detector":
+            return [
+                (m.start(), m.end(), self.label)
+                for m in self._compiled.finditer(text, timeout=TIMEOUT_SECONDS)
+                if m.end() > m.start()
+            ]
+        found: list[Span] = []
+        for name in self.patterns:
+            found += _detected_spans(name, text)
+        return found
+
+
+def label_of(name: str) -> str:
+    """A placeholder kind made from a rule's name: "National ID" gives NATIONAL_ID."""
+    label = regex.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_")[:32].rstrip("_")
+    if not label or not label[0].isalpha():
+        label = ("R_" + label)[:32].rstrip("_") if label else "REDACTED"
+    return label
+
+
+def _detected_spans(name: str, text: str) -> list[Span]:
+    found = redaction_pii.spans(text)
+    if name == "pii":
+        return [
+            (start, end, DETECTED_KINDS[kind]) for start, end, kind in found if kind != "secret"
+        ]
+    spans = [(start, end, DETECTED_KINDS[kind]) for start, end, kind in found if kind == "secret"]
+    for match in _TOKEN_RUN.finditer(text, timeout=TIMEOUT_SECONDS):
+        if _entropy(match.group()) >= _ENTROPY_BITS and not redaction_pii.SECRET_VALUE.search(
+            match.group()
+        ):
+            spans.append((match.start(), match.end(), DETECTED_KINDS["secret"]))
+    return spans
 
 
 def _compile(kind: str, patterns: tuple[str, ...], case_sensitive: bool) -> Any:
@@ -291,6 +359,8 @@ def load_rules() -> tuple[Scoped, ...]:
         except InvalidRule as exc:
             logger.error("guardrail.invalid_rule", extra={"rule": row.name, "reason": str(exc)})
             continue
+        if rule.action == "redact":
+            rule = rule.redacting(row.placeholder, row.fail_closed)
         found.append(Scoped(rule, row.team_id, row.api_key_id, row.model_pattern))
     return tuple(found)
 
@@ -316,8 +386,8 @@ class Trial:
     direction: Direction
     rules: tuple[Scoped, ...]
     hits: tuple[Hit, ...]
-    # Enabled rules that no longer compile, which the gateway leaves out: (name, why).
-    skipped: tuple[tuple[str, str], ...]
+    # Enabled rules that no longer compile, which the gateway leaves out: (rule, why).
+    skipped: tuple[tuple["GuardrailRule", str], ...]
 
     @property
     def blocked_by(self) -> Hit | None:
@@ -341,13 +411,13 @@ def trial(text: str, direction: Direction) -> Trial:
 
     loaded = load_rules()
     hits = evaluate((scoped.rule for scoped in loaded), text, direction)
-    in_force = [scoped.rule.rule_id for scoped in loaded]
+    in_force = [scoped.rule.rule_id for scoped in loaded if scoped.rule.rule_id is not None]
     skipped = []
     for row in GuardrailRule.objects.filter(enabled=True).exclude(pk__in=in_force).order_by("pk"):
         try:
             row.compiled()
         except InvalidRule as exc:
-            skipped.append((row.name, str(exc)))
+            skipped.append((row, str(exc)))
     return Trial(direction, loaded, tuple(hits), tuple(skipped))
 
 

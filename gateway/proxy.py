@@ -6,22 +6,27 @@ model name restored), other traffic is converted via the canonical representatio
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
 from django.http import HttpResponse, StreamingHttpResponse
 from yarl import URL
 
+from gateway import text_filters
 from gateway.accounting import Call
 from gateway.errors import GatewayError, upstream_error, upstream_timeout
 from gateway.formats import Decoder, Encoder, Scan
 from gateway.formats import canonical as c
 from gateway.formats.openai_chat import UpstreamStreamError
+from gateway.text_filters import TextFilter
 from providers.cache import Upstream
 from providers.pricing import Usage
 from thinkwatch.lib import aws, http, sse
+
+if TYPE_CHECKING:
+    from gateway.cache import Sink
 
 logger = logging.getLogger(__name__)
 
@@ -214,18 +219,29 @@ async def complete(
 
 
 class PassThrough:
-    """Same-format stream: upstream events go out as they came; a scan reads the usage."""
+    """Same-format stream: upstream events go out as they came; a scan reads the usage.
+    With text filters, the events of the ingress format `ingress` that carry text go
+    through them (gateway/text_filters.py); without, no event is parsed."""
 
-    def __init__(self, scan: Scan) -> None:
+    def __init__(self, scan: Scan, filters: Sequence[TextFilter] = (), ingress: str = "") -> None:
         self.scan = scan
         self._splitter = sse.EventSplitter()
+        self._texts = text_filters.rewriter(ingress, filters) if filters else None
         self.content_type = "text/event-stream"
 
     def forward(self, chunk: bytes) -> bytes:
-        return self.scan.forward(self._splitter.feed(chunk))
+        if self._texts is None:
+            return self.scan.forward(self._splitter.feed(chunk))
+        return self.scan.forward(self._texts.rewrite(self._splitter.feed(chunk)))
 
     def finish(self) -> bytes:
-        return self._splitter.rest()
+        rest = self._splitter.rest()
+        if self._texts is None:
+            return rest
+        # An event without its blank line still goes through the filters; then what they
+        # held back.
+        events = self._texts.rewrite([rest + b"\n\n"]) if rest.strip() else []
+        return self.scan.forward([*events, *self._texts.finish()])
 
     @property
     def usage(self) -> Usage | None:
@@ -241,14 +257,18 @@ class PassThrough:
 
 
 class Conversion:
-    """Converted stream: provider events are decoded and re-encoded in the client's format."""
+    """Converted stream: provider events are decoded and re-encoded in the client's format;
+    with text filters, the text of the canonical events goes through them in between."""
 
-    def __init__(self, decoder: Decoder, encoder: Encoder) -> None:
+    def __init__(
+        self, decoder: Decoder, encoder: Encoder, filters: Sequence[TextFilter] = ()
+    ) -> None:
         self.decoder, self.encoder = decoder, encoder
         self.content_type = decoder.content_type
         self.usage: Usage | None = None
         self.deltas = 0
         self.error: str | None = None
+        self._texts = text_filters.CanonicalTexts(text_filters.Chain(filters)) if filters else None
 
     def _track(self, events: list[c.Event]) -> list[c.Event]:
         for event in events:
@@ -259,10 +279,15 @@ class Conversion:
         return events
 
     def forward(self, chunk: bytes) -> bytes:
-        return self.encoder.feed(self._track(self.decoder.feed(chunk)))
+        if self._texts is None:
+            return self.encoder.feed(self._track(self.decoder.feed(chunk)))
+        return self.encoder.feed(self._texts.events(self._track(self.decoder.feed(chunk))))
 
     def finish(self) -> bytes:
-        return self.encoder.feed(self._track(self.decoder.close())) + self.encoder.close()
+        if self._texts is None:
+            return self.encoder.feed(self._track(self.decoder.close())) + self.encoder.close()
+        events = self._texts.events(self._track(self.decoder.close()))
+        return self.encoder.feed([*events, *self._texts.close()]) + self.encoder.close()
 
 
 Translator = PassThrough | Conversion
@@ -371,6 +396,8 @@ class Relay:
         self.closed = False
         # Told whether the provider's stream ran to its end cleanly (routing's health).
         self.on_end: Callable[[bool], None] | None = None
+        # The response cache's copy of what the client is sent, when it keeps this answer.
+        self.sink: Sink | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -379,6 +406,7 @@ class Relay:
         call, translator = self.call, self.translator
         # Body capture (audit/bodies.py) keeps what the client is sent, up to its cap.
         keep = call.capture.stream if call.capture is not None else None
+        sink = self.sink
         try:
             try:
                 async for chunk in self._chunks():
@@ -387,12 +415,16 @@ class Relay:
                         call.first_byte()
                         if keep is not None:
                             keep(out)
+                        if sink is not None:
+                            sink.feed(out)
                         yield out
                 rest = translator.finish()
                 self.complete = True
                 if rest:
                     if keep is not None:
                         keep(rest)
+                    if sink is not None:
+                        sink.feed(rest)
                     yield rest
             except (TimeoutError, aiohttp.ClientError) as exc:
                 error = (
@@ -418,6 +450,8 @@ class Relay:
             raise
         finally:
             self.close()
+            if sink is not None:
+                sink.ended(self.complete)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         if self.first:

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts import runtime as runtime_settings
 from accounts.cache import keys
-from gateway import guardrails
+from gateway import cache, guardrails
 from gateway.models import ConfigRevision
 from mcpgw import credentials as mcp_credentials
 from mcpgw.registry import registry as mcp_registry
@@ -70,6 +70,7 @@ def invalidate_local() -> None:
     keys.clear()
     routes.clear()
     guardrails.rules.clear()
+    cache.policies.clear()
     quotas.clear()
     mcp_registry.clear()
     mcp_credentials.clear()
@@ -160,6 +161,7 @@ class Follower:
         mcp_credentials.clear()
         runtime_settings.store.clear()
         guardrails.rules.clear()
+        cache.policies.clear()
         await routes.reload()
         await _reload_settings()
 

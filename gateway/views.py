@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from accounts.cache import KeyGrant
 from accounts.models import Surface
-from gateway import errors, guardrails, proxy, routing
+from gateway import cache, errors, guardrails, proxy, redaction, routing, text_filters
 from gateway.accounting import Call
 from gateway.auth import authenticate
 from gateway.errors import GatewayError
@@ -130,8 +130,13 @@ async def _admitted(
 
 async def _screen(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> None:
     """Apply the content policy to what the request sends the model; a `block` rule refuses
-    it before anything goes upstream (400 naming the rule)."""
-    rules = await guardrails.applicable(grant.team_id, grant.id, call.model)
+    it before anything goes upstream (400 naming the rule). Redact rules are not screening
+    rules: `_redact` applies them."""
+    rules = [
+        rule
+        for rule in await guardrails.applicable(grant.team_id, grant.id, call.model)
+        if rule.action != "redact"
+    ]
     if not rules:
         return
     hits = guardrails.evaluate(rules, "\n".join(guardrails.texts(payload)), "input")
@@ -146,6 +151,24 @@ async def _screen(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> None:
         )
 
 
+async def _redact(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload to send upstream: with the values redact rules detect replaced by
+    placeholders (the answer gets them back), counted on the record. If redaction fails, a
+    fail-closed rule refuses the request (503); otherwise it goes as it came, the failure
+    recorded."""
+    rules = await redaction.applicable(grant.team_id, grant.id, call.model)
+    if not rules:
+        return payload
+    outcome = redaction.redact(rules, payload)
+    if outcome.hits:
+        call.guardrails = [*(call.guardrails or ()), *outcome.hits]
+    if outcome.counts:
+        call.redactions = outcome.counts
+    if outcome.failed and any(rule.fail_closed for rule in rules):
+        raise redaction.failure()
+    return outcome.payload
+
+
 async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
     """One model request in any ingress format, to whichever provider serves the model."""
     if request.method != "POST":
@@ -157,6 +180,12 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
         payload = ingress.parse(request.body)
         call.model = payload["model"]
         await _screen(call, grant, payload)
+        reuse = await cache.lookup(call, grant, ingress, payload, request.headers)
+        if reuse is not None and reuse.entry is not None:
+            await plan_for(grant, call.model)  # a stored answer only for a model served now
+            return _headed(call, await cache.replay(call, reuse))
+
+        payload = await _redact(call, grant, payload)
         attempts = await _admitted(call, grant, len(request.body), ingress.max_tokens(payload))
         if payload.get("stream"):
             response = await attempts.run(
@@ -170,12 +199,9 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
             response = await attempts.run(
                 call, lambda upstream: _complete(request, call, ingress, payload, upstream)
             )
-        for name, value in admission.headers(call.quota).items():
-            response[name] = value
-        warned = [hit["rule"] for hit in call.guardrails or () if hit["action"] == "warn"]
-        if warned:
-            response["x-thinkwatch-guardrail"] = "warn; rules=" + ",".join(warned)
-        return response
+        if reuse is not None:
+            cache.keep(call, reuse, response)
+        return _headed(call, response)
     except c.Unsupported as exc:
         return _refused(call, ingress, unsupported(exc))
     except GatewayError as error:
@@ -191,6 +217,16 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
             call.finish()
 
 
+def _headed(call: Call, response: HttpResponseBase) -> HttpResponseBase:
+    """`response` with the request's rate-limit headers and the warn rules that fired."""
+    for name, value in admission.headers(call.quota).items():
+        response[name] = value
+    warned = [hit["rule"] for hit in call.guardrails or () if hit["action"] == "warn"]
+    if warned:
+        response["x-thinkwatch-guardrail"] = "warn; rules=" + ",".join(warned)
+    return response
+
+
 def _operation(upstream: Upstream, operation: str) -> str:
     endpoint = upstream.endpoint
     if not endpoint.supports(operation):  # type: ignore[arg-type]
@@ -204,12 +240,16 @@ async def _complete(
     request: HttpRequest, call: Call, ingress: Ingress, payload: dict[str, Any], upstream: Upstream
 ) -> HttpResponse:
     endpoint, asked = upstream.endpoint, call.model
+    restorer = redaction.restorer(payload)
     operation = ingress.passthrough(endpoint.spec)
     if operation is not None:
-        body, _ = ingress.upstream_body(payload, request.body, upstream.upstream_model, False)
+        raw = redaction.body(payload, request.body)
+        body, _ = ingress.upstream_body(payload, raw, upstream.upstream_model, False)
 
         def same_format(answer: Any, data: bytes) -> tuple[bytes, Any]:
             usage = ingress.usage_of(answer.get("usage") if isinstance(answer, dict) else None)
+            if restorer is not None:
+                data = text_filters.answer_bytes(answer, data, restorer.whole)
             if upstream.upstream_model != asked:
                 data = rename_model(data, upstream.upstream_model, asked)
             return data, usage
@@ -224,7 +264,10 @@ async def _complete(
 
     def converted(answer: Any, data: bytes) -> tuple[bytes, Any]:
         response = provider.decode_response(answer)
-        return orjson.dumps(ingress.encode_response(response, asked)), response.usage
+        out = ingress.encode_response(response, asked)
+        if restorer is not None:
+            out = text_filters.map_strings(out, restorer.whole)
+        return orjson.dumps(out), response.usage
 
     return await proxy.complete(call, upstream, _operation(upstream, "chat"), body, converted)
 
@@ -238,10 +281,12 @@ async def _stream(
     on_end: Callable[[bool], None],
 ) -> HttpResponseBase:
     endpoint, asked = upstream.endpoint, call.model
+    filters = redaction.filters(payload)
     operation = ingress.passthrough(endpoint.spec)
     if operation is not None:
+        raw = redaction.body(payload, request.body)
         body, added_usage = ingress.upstream_body(
-            payload, request.body, upstream.upstream_model, endpoint.stream_usage
+            payload, raw, upstream.upstream_model, endpoint.stream_usage
         )
         scan = ingress.scan(added_usage, upstream.upstream_model, asked, body)
         return await proxy.stream(
@@ -249,7 +294,7 @@ async def _stream(
             upstream,
             _operation(upstream, operation),
             body,
-            proxy.PassThrough(scan),
+            proxy.PassThrough(scan, filters, ingress.name),
             ingress.error_event,
             scan.estimated_input,
             _forwarded(request, ingress),
@@ -261,7 +306,9 @@ async def _stream(
     if endpoint.spec.format == "openai_chat" and not endpoint.stream_usage:
         encoded.pop("stream_options", None)
     body = orjson.dumps(encoded)
-    translator = proxy.Conversion(provider.stream_decoder(), ingress.stream_encoder(asked, payload))
+    translator = proxy.Conversion(
+        provider.stream_decoder(), ingress.stream_encoder(asked, payload), filters
+    )
     url = _operation(upstream, "chat_stream")
     return await proxy.stream(
         call,

@@ -115,6 +115,7 @@ def _mount() -> None:
     api.add_router("/sso/oidc", "accounts.api_oidc.router")
     api.add_router("/settings", "accounts.api_settings.router")
     api.add_router("/guardrails", "gateway.api_guardrails.router")
+    api.add_router("/cache", "gateway.api_cache.router")
     api.add_router("/usage", "audit.api_usage.router")
     api.add_router("/logs", "audit.api_logs.logs_router")
     api.add_router("/logs", "audit.api_bodies.router")

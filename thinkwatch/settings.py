@@ -138,6 +138,14 @@ DELETED_KEY_PURGE_DAYS = _int("THINKWATCH_DELETED_KEY_PURGE_DAYS", 30, minimum=1
 # callers presenting it as `Authorization: Bearer <token>` (docs/observability.md).
 METRICS_BEARER_TOKEN = keyfiles.optional("METRICS_BEARER_TOKEN")
 
+# --- response cache (docs/cache.md) --------------------------------------------------
+
+# The largest answer the response cache keeps, in bytes; larger answers are not cached.
+CACHE_MAX_ENTRY_BYTES = _int("THINKWATCH_CACHE_MAX_ENTRY_BYTES", 1024 * 1024, minimum=1)
+# Without REDIS_URL: how much memory each gateway process gives its cached answers, in
+# bytes; the least recently used go first.
+CACHE_MEMORY_BYTES = _int("THINKWATCH_CACHE_MEMORY_BYTES", 64 * 1024 * 1024, minimum=0)
+
 # --- quotas --------------------------------------------------------------------------
 
 # When the quota store (Redis) cannot be reached: admit and count it (false), or refuse

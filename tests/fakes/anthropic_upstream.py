@@ -138,7 +138,7 @@ def stream_events(body: dict[str, Any], script: Script) -> list[bytes]:
     for call in script.tool_calls:
         deltas = [
             {"type": "input_json_delta", "partial_json": piece}
-            for piece in json_fragments(call.arguments)
+            for piece in call.pieces or json_fragments(call.arguments)
         ]
         blocks.append(block_events(len(blocks), tool_use_block(call, {}), deltas))
 

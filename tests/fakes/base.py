@@ -21,6 +21,9 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any]
+    # Stream the arguments' JSON in exactly these pieces (they join to that JSON text);
+    # empty: in the provider's usual two or three.
+    pieces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,15 @@ class Script:
     content_type: str | None = None
     expected_key: str | None = None  # refuse requests that do not present this credential
     embedding_dims: int = 8
+    pieces: tuple[str, ...] = ()  # stream `text` in exactly these pieces (they join to it)
+    # Answer the n-th request received with answers[n - 1] as its text (the last one
+    # repeats), instead of `text`: tell answers to different requests apart.
+    answers: tuple[str, ...] = ()
 
     @property
     def words(self) -> list[str]:
+        if self.pieces:
+            return list(self.pieces)
         if not self.text:
             return []
         parts = self.text.split(" ")
@@ -151,6 +160,10 @@ class FakeServer:
             raw,
         )
         self.requests.append(seen)
+        answers = self._script.answers
+        if answers:
+            text = answers[min(len(self.requests), len(answers)) - 1]
+            self._script = replace(self._script, text=text)
         if self._script.delay:
             await asyncio.sleep(self._script.delay)
         return seen

@@ -362,7 +362,7 @@ def _stream_events(script: Script) -> list[bytes]:
                 "contentBlockDelta",
                 {"contentBlockIndex": index, "delta": {"toolUse": {"input": fragment}}},
             )
-            for fragment in _fragments(call)
+            for fragment in call.pieces or _fragments(call)
         ]
         events.append(("contentBlockStop", {"contentBlockIndex": index}))
         index += 1

@@ -295,7 +295,7 @@ def chat_chunks(
         deltas.append({"tool_calls": [opening]})
         deltas.extend(
             {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
-            for piece in _fragments(json.dumps(call.arguments))
+            for piece in call.pieces or _fragments(json.dumps(call.arguments))
         )
     # The first delta names the role; when it opens a tool call, the content is null.
     first = deltas[0] if deltas else {"content": ""}
@@ -441,7 +441,7 @@ def response_events(call: Call) -> list[bytes]:
         else:
             opened = {**item, "status": "in_progress", "arguments": ""}
             emit("response.output_item.added", output_index=index, item=opened)
-            for piece in _fragments(item["arguments"]):
+            for piece in _call_pieces(script, item) or _fragments(item["arguments"]):
                 emit("response.function_call_arguments.delta", **at, delta=piece)
             emit(
                 "response.function_call_arguments.done",
@@ -468,6 +468,11 @@ def _function_call(call: ToolCall) -> dict[str, Any]:
         "call_id": call.id,
         "name": call.name,
     }
+
+
+def _call_pieces(script: Script, item: dict[str, Any]) -> tuple[str, ...]:
+    """The pieces a test scripted for the function call `item`, if any."""
+    return next((c.pieces for c in script.tool_calls if c.id == item["call_id"]), ())
 
 
 def _final_status(script: Script) -> str:
