@@ -28,3 +28,10 @@ Route.objects.create(model=model, provider=Provider.objects.get())
 key = str(ApiKey.objects.get().pk)
 RateLimitRule.objects.create(subject_kind="api_key", subject_id=key, window=60, limit=100_000_000, reason="bench")
 Budget.objects.create(subject_kind="api_key", subject_id=key, period="month", unit="usd", limit=Decimal("1000000"), reason="bench")'
+# BENCH_REDACT=1: personal data redacted before egress on every request (issue 9's cost
+# measurement): one global redact rule with the pii detector.
+if [ "${BENCH_REDACT:-0}" = "1" ]; then
+  "$python" manage.py shell -c '
+from gateway.models import GuardrailRule
+GuardrailRule.objects.create(name="bench redaction", kind="detector", patterns=["pii"], applies="input", action="redact")'
+fi

@@ -2,7 +2,8 @@
 # `make bench`: ../shared/bench/bench.py with ThinkWatch as the target gateway and LiteLLM
 # as the peer, in one run. ThinkWatch runs as `make run` starts its gateway (embedded mode:
 # SQLite, in-process caches, the batched audit writer on), provisioned by provision.sh.
-# Extra arguments go to bench.py (e.g. --rounds 3).
+# Extra arguments go to bench.py (e.g. --rounds 3). BENCH_REDACT=1 turns the personal-data
+# redactor on for every request (bench/provision.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${THINKWATCH_BENCH_DIR:-$here/../shared/bench}

@@ -359,8 +359,6 @@ def load_rules() -> tuple[Scoped, ...]:
         except InvalidRule as exc:
             logger.error("guardrail.invalid_rule", extra={"rule": row.name, "reason": str(exc)})
             continue
-        if rule.action == "redact":
-            rule = rule.redacting(row.placeholder, row.fail_closed)
         found.append(Scoped(rule, row.team_id, row.api_key_id, row.model_pattern))
     return tuple(found)
 

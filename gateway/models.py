@@ -109,20 +109,26 @@ class GuardrailRule(models.Model):
         return self.name
 
     def compiled(self) -> "Any":
+        """The rule as the gateway runs it (a redact rule with its placeholder kind and
+        failure mode)."""
         from gateway import guardrails
 
         if self.preset:
-            return guardrails.preset_rule(
+            rule = guardrails.preset_rule(
                 self.preset, self.action, self.pk, self.applies, self.name
             )
-        return guardrails.Rule.build(
-            self.name,
-            self.kind,
-            [str(p) for p in self.patterns or []],
-            self.applies,
-            self.action,
-            self.pk,
-            self.case_sensitive,
+        else:
+            rule = guardrails.Rule.build(
+                self.name,
+                self.kind,
+                [str(p) for p in self.patterns or []],
+                self.applies,
+                self.action,
+                self.pk,
+                self.case_sensitive,
+            )
+        return (
+            rule.redacting(self.placeholder, self.fail_closed) if rule.action == "redact" else rule
         )
 
     def clean(self) -> None:
@@ -132,6 +138,17 @@ class GuardrailRule(models.Model):
 
         if not isinstance(self.patterns, list):
             raise ValidationError({"patterns": "A list of strings."})
+        if self.placeholder and not guardrails.LABEL.fullmatch(self.placeholder):
+            raise ValidationError(
+                {"placeholder": "Capital letters, digits and underscores, starting with a letter."}
+            )
+        if self.action == "redact" and self.applies == "output":
+            raise ValidationError(
+                {
+                    "applies": "A redact rule applies to input or both: what it replaces in the "
+                    "request is put back in the answer."
+                }
+            )
         try:
             self.compiled()
         except guardrails.InvalidRule as exc:

@@ -14,7 +14,7 @@ import orjson
 from django.http import HttpResponse, StreamingHttpResponse
 from yarl import URL
 
-from gateway import text_filters
+from gateway import outputs, text_filters
 from gateway.accounting import Call
 from gateway.errors import GatewayError, upstream_error, upstream_timeout
 from gateway.formats import Decoder, Encoder, Scan
@@ -394,6 +394,7 @@ class Relay:
         self.first = first  # read before the response began (gateway/proxy.stream)
         self.complete = False
         self.closed = False
+        self.withheld = False  # an output rule stopped the stream (not the provider's fault)
         # Told whether the provider's stream ran to its end cleanly (routing's health).
         self.on_end: Callable[[bool], None] | None = None
         # The response cache's copy of what the client is sent, when it keeps this answer.
@@ -432,6 +433,12 @@ class Relay:
                     if isinstance(exc, TimeoutError)
                     else _broken(self.upstream, exc)
                 )
+                call.fail(error.status, error.code, error.message)
+                yield self._sent(self.error_event(error))
+            except outputs.Blocked as blocked:
+                # An output rule fired: the held text is not sent; the stream ends here.
+                error = outputs.refusal(blocked.hit)
+                self.withheld = True
                 call.fail(error.status, error.code, error.message)
                 yield self._sent(self.error_event(error))
             except (UpstreamStreamError, ValueError, KeyError, TypeError) as exc:
@@ -486,5 +493,7 @@ class Relay:
             self.response.close()
         if self.on_end is not None:
             # A client that left is not the provider's failure; a broken stream is.
-            self.on_end(self.complete or (call.disconnected and not call.error_code))
+            self.on_end(
+                self.complete or self.withheld or (call.disconnected and not call.error_code)
+            )
         call.finish()

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from accounts.cache import KeyGrant
 from accounts.models import Surface
-from gateway import cache, errors, guardrails, proxy, redaction, routing, text_filters
+from gateway import cache, errors, guardrails, outputs, proxy, redaction, routing, text_filters
 from gateway.accounting import Call
 from gateway.auth import authenticate
 from gateway.errors import GatewayError
@@ -29,6 +29,7 @@ from gateway.formats import (
 from gateway.formats import canonical as c
 from gateway.formats import embeddings as embedding_format
 from gateway.formats.openai_chat import estimate_input_tokens, rename_model
+from gateway.guardrails import Rule
 from providers.cache import ModelPlan, Upstream, routes
 from providers.pricing import Usage
 from quotas import admission
@@ -128,20 +129,21 @@ async def _admitted(
     return attempts
 
 
-async def _screen(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> None:
+async def _screen(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> list[Rule]:
     """Apply the content policy to what the request sends the model; a `block` rule refuses
     it before anything goes upstream (400 naming the rule). Redact rules are not screening
-    rules: `_redact` applies them."""
+    rules: `_redact` applies them. Returns the rules that apply to the answer."""
     rules = [
         rule
         for rule in await guardrails.applicable(grant.team_id, grant.id, call.model)
         if rule.action != "redact"
     ]
     if not rules:
-        return
+        return []
+    output = outputs.output_rules(rules)
     hits = guardrails.evaluate(rules, "\n".join(guardrails.texts(payload)), "input")
     if not hits:
-        return
+        return output
     call.guardrails = [hit.public() for hit in hits]
     blocked = guardrails.blocking(hits)
     if blocked is not None:
@@ -149,6 +151,24 @@ async def _screen(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> None:
             f"The request was refused by the content policy rule '{blocked.rule}'.",
             "guardrail_blocked",
         )
+    return output
+
+
+def _checked(
+    call: Call, ingress: Ingress, output: list[Rule], response: HttpResponseBase
+) -> HttpResponseBase:
+    """A whole answer under the output rules: withheld (400 naming the rule; the provider's
+    usage stays on the record) when a `block` rule fires, flagged or recorded otherwise."""
+    if not output or not isinstance(response, HttpResponse) or response.status_code != 200:
+        return response
+    hits = outputs.check_body(output, response.content)
+    if not hits:
+        return response
+    call.guardrails = [*(call.guardrails or ()), *outputs.public(hits)]
+    blocked = guardrails.blocking(hits)
+    if blocked is None:
+        return response
+    return _refused(call, ingress, outputs.refusal(blocked))
 
 
 async def _redact(call: Call, grant: KeyGrant, payload: dict[str, Any]) -> dict[str, Any]:
@@ -179,11 +199,12 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = ingress.parse(request.body)
         call.model = payload["model"]
-        await _screen(call, grant, payload)
+        output = await _screen(call, grant, payload)
         reuse = await cache.lookup(call, grant, ingress, payload, request.headers)
         if reuse is not None and reuse.entry is not None:
             await plan_for(grant, call.model)  # a stored answer only for a model served now
-            return _headed(call, await cache.replay(call, reuse))
+            hit = await cache.replay(call, reuse)
+            return _headed(call, _checked(call, ingress, output, hit))
 
         payload = await _redact(call, grant, payload)
         attempts = await _admitted(call, grant, len(request.body), ingress.max_tokens(payload))
@@ -191,7 +212,7 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
             response = await attempts.run(
                 call,
                 lambda upstream: _stream(
-                    request, call, ingress, payload, upstream, attempts.stream_ended
+                    request, call, ingress, payload, upstream, attempts.stream_ended, output
                 ),
             )
             handed_off = True  # the stream writes the log record when it ends
@@ -199,6 +220,7 @@ async def serve(request: HttpRequest, ingress: Ingress) -> HttpResponseBase:
             response = await attempts.run(
                 call, lambda upstream: _complete(request, call, ingress, payload, upstream)
             )
+            response = _checked(call, ingress, output, response)
         if reuse is not None:
             cache.keep(call, reuse, response)
         return _headed(call, response)
@@ -279,9 +301,15 @@ async def _stream(
     payload: dict[str, Any],
     upstream: Upstream,
     on_end: Callable[[bool], None],
+    output: list[Rule],
 ) -> HttpResponseBase:
     endpoint, asked = upstream.endpoint, call.model
     filters = redaction.filters(payload)
+    if output:
+        # After the restorer: the rules see what the client is sent.
+        guard = outputs.StreamGuard(output)
+        filters.append(guard)
+        on_end = guard.recorded(call, on_end)
     operation = ingress.passthrough(endpoint.spec)
     if operation is not None:
         raw = redaction.body(payload, request.body)

@@ -106,3 +106,24 @@ def test_the_test_bench_shows_a_redact_rule_firing_without_blocking(api: Client)
 
     assert body["blocked_by"] is None
     assert [(h["rule"], h["action"], h["count"]) for h in body["hits"]] == [("pii", "redact", 1)]
+
+
+@pytest.mark.django_db
+def test_the_console_form_validates_a_redact_rules_placeholder_and_direction() -> None:
+    from django.core.exceptions import ValidationError
+
+    def rule(**fields: object) -> GuardrailRule:
+        given = {"name": "ids", "kind": "regex", "patterns": [r"\d{3}-\d{2}-\d{4}"]}
+        return GuardrailRule(action="redact", **{**given, **fields})
+
+    with pytest.raises(ValidationError) as bad_label:
+        rule(placeholder="national id").full_clean()
+    with pytest.raises(ValidationError) as output_only:
+        rule(applies="output").full_clean()
+    good = rule(placeholder="NATIONAL_ID", fail_closed=False)
+    good.full_clean()
+
+    assert "placeholder" in bad_label.value.message_dict
+    assert "applies" in output_only.value.message_dict
+    compiled = good.compiled()
+    assert (compiled.label, compiled.fail_closed) == ("NATIONAL_ID", False)
