@@ -440,6 +440,8 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = embedding_format.parse_request(request.body)
         call.model = payload["model"]
+        await _screen(call, grant, payload)  # input rules apply to what is embedded
+        payload = await _redact(call, grant, payload)
         attempts = await _admitted(call, grant, len(request.body), 0)
 
         async def send(upstream: Upstream) -> HttpResponse:
@@ -466,7 +468,7 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
 async def _embed_through(
     request: HttpRequest, call: Call, payload: dict[str, Any], upstream: Upstream
 ) -> HttpResponse:
-    body = request.body
+    body = redaction.body(payload, request.body)
     if payload["model"] != upstream.upstream_model:
         body = orjson.dumps({**payload, "model": upstream.upstream_model})
 
@@ -561,14 +563,15 @@ async def count_tokens(request: HttpRequest) -> HttpResponseBase:
         call.grant = grant = await authenticate(request.META, Surface.AI_GATEWAY)
         payload = anthropic.parse_count_request(request.body)
         call.model = payload["model"]
+        # Counting sends the text to the provider too: redacted like the request it counts.
+        payload = await _redact(call, grant, payload)
         attempts = await _routed(call, grant)
 
         async def send(upstream: Upstream) -> tuple[int, bool]:
             fmt = upstream.endpoint.spec.format
             if fmt == "anthropic":
-                body, _ = anthropic.upstream_body(
-                    payload, request.body, upstream.upstream_model, False
-                )
+                raw = redaction.body(payload, request.body)
+                body, _ = anthropic.upstream_body(payload, raw, upstream.upstream_model, False)
                 url = _operation(upstream, "count_tokens")
                 answer, _ = await proxy.fetch(
                     upstream, url, body, call.model, _forwarded(request, ingress)

@@ -623,3 +623,71 @@ def test_screening_rules_still_see_the_original_text(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "guardrail_blocked"
     assert fake.requests == []
+
+
+# --- the other endpoints that send text upstream ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "upstream_model"),
+    [("openai", ""), ("gemini", ""), ("bedrock", "amazon.titan-embed-text-v2:0")],
+)
+def test_embeddings_are_asked_for_the_redacted_text(
+    route: Callable[..., FakeServer],
+    gateway: LiveServer,
+    bob_key: str,
+    provider: str,
+    upstream_model: str,
+) -> None:
+    personal_data_rule()
+    fake = route(provider, upstream_model)
+
+    response = httpx.post(
+        f"{gateway.url}/v1/embeddings",
+        json={"model": MODEL, "input": [QUESTION, f"and {OTHER}"]},
+        headers={"Authorization": f"Bearer {bob_key}"},
+        timeout=30,
+    )
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2
+    assert never_received(fake, EMAIL, OTHER)
+    [record] = logged()
+    assert record.redactions == {"EMAIL": 2}
+
+
+def test_a_block_rule_refuses_an_embeddings_request_before_it_leaves(
+    route: Callable[..., FakeServer], gateway: LiveServer, bob_key: str
+) -> None:
+    GuardrailRule.objects.create(
+        name="no codenames", kind="phrases", patterns=["project falcon"], action="block"
+    )
+    fake = route("openai")
+
+    response = httpx.post(
+        f"{gateway.url}/v1/embeddings",
+        json={"model": MODEL, "input": "notes on Project Falcon"},
+        headers={"Authorization": f"Bearer {bob_key}"},
+        timeout=30,
+    )
+
+    assert response.status_code == 400
+    assert "no codenames" in response.json()["error"]["message"]
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "gemini"])
+def test_token_counting_sends_the_redacted_text(
+    route: Callable[..., FakeServer], gateway: LiveServer, bob_key: str, provider: str
+) -> None:
+    personal_data_rule()
+    fake = route(provider)
+    sdk = anthropic.Anthropic(base_url=gateway.url, api_key=bob_key, max_retries=0, timeout=30)
+
+    counted = sdk.messages.count_tokens(
+        model=MODEL, messages=[{"role": "user", "content": QUESTION}]
+    )
+
+    assert counted.input_tokens > 0
+    assert never_received(fake, EMAIL)
+    assert b"[EMAIL_1]" in fake.requests[-1].raw
