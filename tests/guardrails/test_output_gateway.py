@@ -4,13 +4,15 @@ text reaches the client, whatever the ingress format, the provider and the way t
 `warn` and `log` pass the answer and say so; the rules see the answer as the client gets
 it (after personal data is restored)."""
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.models import GuardrailRule
+from gateway.models import CachePolicy, GuardrailRule
+from tests.cache.conftest import forget_cached_answers
 from tests.conftest import LiveServer, logged
 from tests.fakes.base import FakeServer
 from tests.guardrails.test_redaction import EMAIL, MODEL, QUESTION, WAYS, route
@@ -205,3 +207,37 @@ def test_withheld_streams_do_not_open_the_routes_breaker(
 
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "All clear."
+
+
+@pytest.fixture
+def no_cached_answers() -> Iterator[None]:
+    forget_cached_answers()
+    yield
+    forget_cached_answers()
+
+
+@pytest.mark.usefixtures("no_cached_answers")
+def test_a_cached_answer_is_checked_again_when_it_is_replayed(
+    route: Callable[..., FakeServer], gateway: LiveServer, bob_key: str
+) -> None:
+    """A rule added after an answer was stored withholds the stored answer too."""
+    CachePolicy.objects.create(name="everything", ttl_seconds=600)
+    fake = route("openai")
+    fake.script(text=ANSWER)
+    first = post(gateway, bob_key, "openai_chat")
+    assert (first.status_code, first.headers["x-cache"]) == (200, "miss")
+    deadline = time.monotonic() + 5  # the answer is stored off the request's path
+    while post(gateway, bob_key, "openai_chat").headers.get("x-cache") != "hit":
+        assert time.monotonic() < deadline, "the answer was never stored"
+        time.sleep(0.05)
+
+    keys_rule()
+    replayed = post(gateway, bob_key, "openai_chat")
+
+    assert replayed.status_code == 400
+    assert SECRET not in replayed.text
+    assert "no keys out" in replayed.json()["error"]["message"]
+    record = logged()[-1]
+    assert record.cache is not None and record.cache["status"] == "hit"
+    assert record.error_code == "guardrail_blocked"
+    assert len(fake.requests) == 1
