@@ -28,7 +28,6 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +36,7 @@ from django.http import HttpResponse, HttpResponseBase
 from redis.exceptions import RedisError
 
 from gateway import proxy
+from gateway.guardrails import Scope
 from providers.pricing import Usage
 from quotas import admission
 from quotas.counters import Cost
@@ -65,22 +65,12 @@ _UNREADABLE = (ValueError, KeyError, TypeError, IndexError)  # an entry that is 
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(Scope):
     policy_id: int
     name: str
-    team_id: int | None
-    key_id: int | None
-    model_pattern: str
     ttl_seconds: int
     per_user: bool
     count_rate_limits: bool
-
-    def covers(self, team_id: int | None, key_id: int, model: str) -> bool:
-        if self.key_id is not None and self.key_id != key_id:
-            return False
-        if self.team_id is not None and self.team_id != team_id:
-            return False
-        return not self.model_pattern or fnmatchcase(model, self.model_pattern)
 
     def specificity(self) -> tuple[bool, bool, bool]:
         return (self.key_id is not None, self.team_id is not None, bool(self.model_pattern))
@@ -101,14 +91,14 @@ def load_policies() -> Policies:
 
     found = [
         Policy(
-            row.pk,
-            row.name,
-            row.team_id,
-            row.api_key_id,
-            row.model_pattern,
-            row.ttl_seconds,
-            row.per_user,
-            row.count_rate_limits,
+            team_id=row.team_id,
+            key_id=row.api_key_id,
+            model_pattern=row.model_pattern,
+            policy_id=row.pk,
+            name=row.name,
+            ttl_seconds=row.ttl_seconds,
+            per_user=row.per_user,
+            count_rate_limits=row.count_rate_limits,
         )
         for row in CachePolicy.objects.filter(enabled=True).order_by("pk")
     ]

@@ -334,8 +334,10 @@ def preset_rule(
 
 
 @dataclass(frozen=True, slots=True)
-class Scoped:
-    rule: Rule
+class Scope:
+    """Where a piece of gateway policy applies (a rule, a cache policy): all that are set of
+    team, key and model pattern must match the request."""
+
     team_id: int | None
     key_id: int | None
     model_pattern: str
@@ -346,6 +348,11 @@ class Scoped:
         if self.key_id is not None and self.key_id != key_id:
             return False
         return not self.model_pattern or fnmatchcase(model, self.model_pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Scoped(Scope):
+    rule: Rule
 
 
 def load_rules() -> tuple[Scoped, ...]:
@@ -359,7 +366,7 @@ def load_rules() -> tuple[Scoped, ...]:
         except InvalidRule as exc:
             logger.error("guardrail.invalid_rule", extra={"rule": row.name, "reason": str(exc)})
             continue
-        found.append(Scoped(rule, row.team_id, row.api_key_id, row.model_pattern))
+        found.append(Scoped(row.team_id, row.api_key_id, row.model_pattern, rule))
     return tuple(found)
 
 

@@ -17,7 +17,37 @@ class ConfigRevision(models.Model):
         return f"revision {self.value}"
 
 
-class GuardrailRule(models.Model):
+class Scoped(models.Model):
+    """Gateway policy that applies where all that are set of team, key and model pattern
+    match the request (gateway/guardrails.py `Scope`)."""
+
+    team = models.ForeignKey(
+        "accounts.Team",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only requests of this team's keys; empty: every team.",
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only requests with this key; empty: every key.",
+    )
+    model_pattern = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text='Only models matching this pattern (e.g. "gpt-4o*"); empty: every model.',
+    )
+
+    class Meta:
+        abstract = True
+
+
+class GuardrailRule(Scoped):
     """A content-policy rule (gateway/guardrails.py): what it matches, in which direction,
     where it applies, and what happens when it fires."""
 
@@ -77,27 +107,6 @@ class GuardrailRule(models.Model):
         help_text="Redact rules: refuse the request (503) when redaction fails (a pattern "
         "timed out) instead of sending it unredacted.",
     )
-    team = models.ForeignKey(
-        "accounts.Team",
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="+",
-        help_text="Only requests of this team's keys; empty: every team.",
-    )
-    api_key = models.ForeignKey(
-        "accounts.ApiKey",
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="+",
-        help_text="Only requests with this key; empty: every key.",
-    )
-    model_pattern = models.CharField(
-        max_length=200,
-        blank=True,
-        help_text='Only models matching this pattern (e.g. "gpt-4o*"); empty: every model.',
-    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -155,34 +164,13 @@ class GuardrailRule(models.Model):
             raise ValidationError({"patterns": str(exc)}) from None
 
 
-class CachePolicy(models.Model):
+class CachePolicy(Scoped):
     """Opt-in exact-match response caching (gateway/cache.py) for the requests it covers:
     all that are set of team, key and model pattern must match; the most specific enabled
     policy wins (key, then team, then model pattern, then global)."""
 
     name = models.CharField(max_length=100, unique=True)
     enabled = models.BooleanField(default=True)
-    team = models.ForeignKey(
-        "accounts.Team",
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="+",
-        help_text="Only requests of this team's keys; empty: every team.",
-    )
-    api_key = models.ForeignKey(
-        "accounts.ApiKey",
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="+",
-        help_text="Only requests with this key; empty: every key.",
-    )
-    model_pattern = models.CharField(
-        max_length=200,
-        blank=True,
-        help_text='Only models matching this pattern (e.g. "gpt-4o*"); empty: every model.',
-    )
     ttl_seconds = models.PositiveIntegerField(
         default=3600, help_text="How long an answer is served from the cache."
     )
