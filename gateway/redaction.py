@@ -274,6 +274,9 @@ def _without_overlaps(found: list[tuple[int, int, str, int]]) -> list[tuple[int,
 # --- putting the values back -------------------------------------------------------------
 
 
+_MAYBE_PLACEHOLDER = re.compile(rb'\[[A-Z"\\]')
+
+
 class Restorer:
     """The request's values back in place of their placeholders: a whole text at once
     (`whole`), or a stream's fragments (`feed`), where a fragment's tail that may be the
@@ -309,6 +312,12 @@ class Restorer:
 
     def flush(self, block: Hashable) -> str:
         return self._held.pop(block, "")
+
+    def idle(self, event: bytes) -> bool:
+        """Nothing held, and no placeholder (nor the start of one) can be in `event`'s text:
+        a placeholder is "[" and a capital letter; a fragment may end with its "[" alone,
+        before the string's closing quote. JSON's own brackets are followed by neither."""
+        return not self._held and _MAYBE_PLACEHOLDER.search(event) is None
 
 
 def restorer(payload: dict[str, Any]) -> Restorer | None:

@@ -52,15 +52,29 @@ class WholeTextFilter(TextFilter, Protocol):
 Strings = Callable[[str, bool], str]
 
 
+@runtime_checkable
+class SelectiveFilter(Protocol):
+    def idle(self, event: bytes) -> bool:
+        """Whether this filter would leave every text of `event` (a raw stream event) as it
+        is, and has nothing held back: then the event need not be parsed for it."""
+        ...
+
+
 class Chain:
     """Filters applied in order; remembers which blocks may have text held back."""
 
-    __slots__ = ("_open", "_wholes", "filters")
+    __slots__ = ("_idle", "_open", "_wholes", "filters")
 
     def __init__(self, filters: Sequence[TextFilter]) -> None:
         self.filters = tuple(filters)
         self._wholes = tuple(f.whole for f in self.filters if isinstance(f, WholeTextFilter))
         self._open: dict[Hashable, bool] = {}  # block -> json_text, fed since its last flush
+        selective = all(isinstance(f, SelectiveFilter) for f in self.filters)
+        self._idle = tuple(f.idle for f in self.filters) if selective else None  # type: ignore[attr-defined]
+
+    def idle(self, event: bytes) -> bool:
+        """Whether no filter of the chain would change `event` or needs to see it."""
+        return self._idle is not None and all(idle(event) for idle in self._idle)
 
     def feed(self, block: Hashable, text: str, json_text: bool) -> str:
         self._open[block] = json_text
@@ -208,6 +222,9 @@ class Rewriter(ABC):
     def rewrite(self, events: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
         for event in events:
+            if self.chain.idle(event) and self._in_step():
+                out.append(event)  # as it came, without parsing it
+                continue
             data = _data(event)
             out += self._other(event) if data is None else self._event(event, data)
         return out
@@ -215,6 +232,10 @@ class Rewriter(ABC):
     def finish(self) -> list[bytes]:
         """Events for the text still held back when the stream ends."""
         return self._flushed(self.chain.pending())
+
+    def _in_step(self) -> bool:
+        """Whether an event may pass unparsed as far as the format's own bookkeeping goes."""
+        return True
 
     @abstractmethod
     def _event(self, event: bytes, data: dict[str, Any]) -> list[bytes]:
@@ -418,6 +439,9 @@ class ResponsesRewriter(Rewriter):
         out = self._flushed(held)
         mapped = map_strings(data, self.chain.whole) if self.chain.rewrites_whole else data
         return [*out, self._numbered(event, mapped, mapped is not data)]
+
+    def _in_step(self) -> bool:
+        return not self._added  # once an event was added, every later one is renumbered
 
     def _numbered(self, event: bytes, data: dict[str, Any], changed: bool) -> bytes:
         if self._added and isinstance(data.get("sequence_number"), int):

@@ -539,3 +539,62 @@ def test_responses_events_are_restored_and_renumbered_after_an_added_one() -> No
     assert [d.get("delta") for d in out[:3]] == ["to ", f"{EMAIL} ", "["]
     assert out[3]["text"] == f"to {EMAIL} ["
     assert out[4]["response"]["instructions"] == f"owner {OTHER}"
+
+
+# --- events that cannot hold a placeholder pass unparsed --------------------------------
+
+
+def _chat_event(text: str) -> bytes:
+    chunk = {"id": "c1", "choices": [{"index": 0, "delta": {"content": text}}]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _messages_event(text: str) -> bytes:
+    data = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": text},
+    }
+    return b"event: content_block_delta\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    ("ingress", "event"), [("openai_chat", _chat_event), ("anthropic_messages", _messages_event)]
+)
+def test_events_that_cannot_hold_a_placeholder_pass_unparsed(
+    ingress: str, event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[bytes] = []
+    parse = text_filters._data
+    monkeypatch.setattr(text_filters, "_data", lambda raw: parsed.append(raw) or parse(raw))
+    rewriter = text_filters.rewriter(ingress, [Restorer(ORIGINALS)])
+    plain = event("nothing to restore here")
+    quoted = event('a list ["x"] in text')  # could end a fragment with "[": looked at
+    named = event("see [EMAIL_1]")
+
+    out = [rewriter.rewrite([e]) for e in (plain, quoted, named)]
+
+    assert parsed == [quoted, named]
+    assert out[0] == [plain] and out[1] == [quoted]
+    assert EMAIL.encode() in out[2][0]
+
+
+@pytest.mark.parametrize("ingress", ["openai_chat", "anthropic_messages"])
+@pytest.mark.parametrize("cut", range(1, len("[EMAIL_1]")))
+def test_a_placeholder_split_anywhere_is_restored_with_the_fast_path(
+    ingress: str, cut: int
+) -> None:
+    event = _chat_event if ingress == "openai_chat" else _messages_event
+    rewriter = text_filters.rewriter(ingress, [Restorer(ORIGINALS)])
+    text = "Write to [EMAIL_1] today, then stop."
+    at = text.index("[") + cut
+    events = [event("Hello. "), event(text[:at]), event(text[at:]), event(" Bye.")]
+
+    out = [e for chunk in events for e in rewriter.rewrite([chunk])] + rewriter.finish()
+
+    sent = ""
+    for raw in out:
+        data = orjson.loads(raw.split(b"data: ", 1)[1])
+        delta = data["choices"][0]["delta"] if "choices" in data else data["delta"]
+        sent += delta.get("content") or delta.get("text") or ""
+    assert sent == f"Hello. Write to {EMAIL} today, then stop. Bye."
